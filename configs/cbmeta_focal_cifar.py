@@ -1,0 +1,11 @@
+"""Class-balanced meta re-weighting with the focal base loss (gamma 1); recipe of cbmeta_cifar.py."""
+
+from configs import cbmeta_cifar
+from configs import default
+
+
+def get_config(arg: str = ""):
+  c = cbmeta_cifar.get_config()
+  c.loss.name = "focal"
+  c.loss.focal_gamma = 1.0
+  return default.apply_args(c, arg)

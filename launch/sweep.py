@@ -1,0 +1,366 @@
+"""Turns a config file's ``sweep(add)`` into one trainer command per row, and prints or runs them.
+
+A config file may define ``sweep(add)``, calling ``add(**{"mfm.points": ("block1",)})`` once per row
+(one run). Each row becomes::
+
+  python -m lt_jax.main --config=FILE[:ARGS] --workdir=ROOT/ROW_NAME --config.k=v ... EXTRA...
+
+where ROW_NAME is derived from the overrides (``mfm.points=("block1",)`` -> ``mfm.points-block1``).
+Every override key is checked against the config and every command is parsed back through
+``ml_collections.config_flags`` before anything is printed or launched, so a typo fails first.
+
+Usage (from the repository root)::
+
+  python -m launch.sweep --config=configs/mfm_cifar_dev.py --workdir_root=runs/mfm_t2   # print
+  python -m launch.sweep --config=configs/mfm_cifar_dev.py:smoke --workdir_root=/tmp/s --run
+  python -m launch.sweep --config=configs/mfm_fmnist.py --workdir_root=runs/t6 \
+      --launcher=slurm --launcher_args=--nodes=1 --extra=--config.seed=1 --run
+  python -m launch.sweep ... --launcher=tpu --workdir_root=gs://BUCKET/sweeps/t2 \
+      --launcher_args=--name=my-pod --launcher_args=--zone=us-central2-b --run
+
+Arguments after ``--`` are appended to every command like ``--extra``. Re-running a sweep resumes
+every row from its latest checkpoint (finished rows end at once).
+"""
+
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+from typing import Any, Iterable, Sequence
+
+from absl import app
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+LAUNCHERS = ("local", "slurm", "tpu")
+SLURM_SCRIPT = "launch/slurm.sbatch"
+TPU_SCRIPT = "launch/tpu_pod.sh"
+_MAX_NAME = 200  # well under the usual 255-byte file name limit
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+class SweepError(ValueError):
+  """A sweep that cannot be turned into commands (no sweep(), unknown key, bad value)."""
+
+
+def _ensure_repo_on_path():
+  if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # config files do ``from configs import default``
+
+
+def _split_config_arg(config_arg: str) -> tuple[str, str]:
+  """``'configs/x.py:smoke'`` -> (``'configs/x.py'``, ``'smoke'``)."""
+  path, _, args = config_arg.partition(":")
+  if not path:
+    raise SweepError(f"empty config path in {config_arg!r}")
+  return path, args
+
+
+def _resolve_config_path(path: str) -> tuple[pathlib.Path, str]:
+  """Returns the file and the path to write into commands (repo-relative when inside the repo).
+
+  Commands run from the repository root, so a relative path is looked up there first, then in the
+  current directory.
+  """
+  candidates = [pathlib.Path(path)] if os.path.isabs(path) else [REPO_ROOT / path,
+                                                                  pathlib.Path.cwd() / path]
+  for candidate in candidates:
+    if candidate.is_file():
+      resolved = candidate.resolve()
+      try:
+        return resolved, resolved.relative_to(REPO_ROOT).as_posix()
+      except ValueError:
+        return resolved, str(resolved)
+  raise SweepError(f"config file not found: {path} (looked in {REPO_ROOT} and {os.getcwd()})")
+
+
+def _load_module(file: pathlib.Path):
+  _ensure_repo_on_path()
+  name = "_lt_jax_sweep_" + re.sub(r"\W", "_", file.stem)
+  spec = importlib.util.spec_from_file_location(name, file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def format_value(value: Any) -> str:
+  """Formats an override the way ml_collections' flag parsers read it back.
+
+  Tuples and lists become Python literals without spaces (``("block1","block2")``, parsed with
+  ``ast.literal_eval``), booleans ``True`` / ``False``, floats their ``repr``, strings stay as they
+  are. Shell quoting is separate (``shlex.join`` of the argv).
+  """
+  if isinstance(value, (tuple, list)):
+    items = [format_literal(v) for v in value]
+    return "(" + ",".join(items) + ("," if len(items) == 1 else "") + ")"
+  if isinstance(value, str):
+    return value
+  return format_literal(value)
+
+
+def format_literal(value: Any) -> str:
+  """A Python literal ``ast.literal_eval`` reads back: strings double-quoted, tuples unspaced."""
+  if isinstance(value, (tuple, list)):
+    return format_value(tuple(value))
+  if isinstance(value, str):
+    return json.dumps(value)  # a valid Python literal too; double quotes read better in a shell
+  if isinstance(value, (bool, int, float)) or value is None:
+    return repr(value)
+  raise SweepError(f"cannot pass {value!r} ({type(value).__name__}) on the command line")
+
+
+def _name_part(value: Any) -> str:
+  if isinstance(value, (tuple, list)):
+    return "+".join(_name_part(v) for v in value) if value else "empty"
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def row_name(overrides: dict[str, Any]) -> str:
+  """Deterministic, file-system-safe name: ``{"mfm.points": ("b1", "b2")}`` -> ``mfm.points-b1+b2``.
+
+  Overrides are joined by ``__`` in the order given; characters outside ``[A-Za-z0-9._+-]`` become
+  ``_``; names longer than 200 characters are cut and end in a hash of the full name.
+  """
+  if not overrides:
+    return "base"
+  name = "__".join(f"{key}-{_name_part(value)}" for key, value in overrides.items())
+  name = _UNSAFE.sub("_", name)
+  if name.startswith(("-", ".")):
+    name = "_" + name
+  if len(name) > _MAX_NAME:
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    name = name[:_MAX_NAME - 11] + "-" + digest
+  return name
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str):
+  """(parent ConfigDict, last field name) of a dotted key, or None when the key does not exist."""
+  *path, last = key.split(".")
+  node = config
+  for part in path:
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return None
+    node = node[part]
+  if not isinstance(node, ml_collections.ConfigDict) or last not in node:
+    return None
+  return node, last
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  parent, last = _lookup(config, key)
+  return parent[last]
+
+
+def _check_override(config, key: str, value: Any, where: str):
+  """Raises SweepError when ``key`` is not a config field or ``value`` does not fit its type."""
+  found = _lookup(config, key)
+  if found is None:
+    raise SweepError(f"{where}: unknown config field {key!r}")
+  parent, last = found
+  if isinstance(parent[last], ml_collections.ConfigDict):
+    raise SweepError(f"{where}: {key!r} is a group of fields; override its fields one by one")
+  try:
+    parent[last] = value  # ConfigDict's type safety: e.g. a string into a bool field fails here
+  except (TypeError, ValueError) as e:
+    raise SweepError(f"{where}: value {value!r} does not fit field {key!r}: {e}") from None
+  format_value(value)  # raises for values with no command-line form
+
+
+def sweep_rows(config_path: str) -> list[tuple[str, dict[str, Any]]]:
+  """(row name, overrides) for each ``add`` call of the config file's ``sweep``, validated."""
+  path, args = _split_config_arg(config_path)
+  file, _ = _resolve_config_path(path)
+  module = _load_module(file)
+  sweep_fn = getattr(module, "sweep", None)
+  if not callable(sweep_fn):
+    raise SweepError(f"{path} defines no sweep(add) function; nothing to sweep "
+                     "(configs with one: " + ", ".join(_configs_with_sweep()) + ")")
+  config = module.get_config(args) if args else module.get_config()
+  rows = []
+  sweep_fn(lambda **overrides: rows.append(dict(overrides)))
+  if not rows:
+    raise SweepError(f"{path}: sweep() added no rows")
+  named, seen = [], {}
+  for i, overrides in enumerate(rows):
+    scratch = copy.deepcopy(config)
+    for key, value in overrides.items():
+      _check_override(scratch, key, value, f"{path}, sweep row {i} ({overrides})")
+    name = row_name(overrides)
+    if name in seen:
+      raise SweepError(f"{path}: sweep rows {seen[name]} and {i} have the same name {name!r} "
+                       f"(same overrides?): {rows[seen[name]]} / {overrides}")
+    seen[name] = i
+    named.append((name, overrides))
+  return named
+
+
+def _configs_with_sweep() -> list[str]:
+  found = []
+  for file in sorted((REPO_ROOT / "configs").glob("*.py")):
+    if re.search(r"^def sweep\(", file.read_text(), re.M):
+      found.append(f"configs/{file.name}")
+  return found or ["none"]
+
+
+def override_flags(overrides: dict[str, Any]) -> list[str]:
+  """``{"mfm.points": ("block1",)}`` -> ``['--config.mfm.points=("block1",)']`` (argv, unquoted)."""
+  return [f"--config.{key}={format_value(value)}" for key, value in overrides.items()]
+
+
+def _check_extra(extra: Sequence[str], config, config_path: str):
+  for arg in extra:
+    if not arg.startswith("--"):
+      raise SweepError(f"extra argument {arg!r} is not a --flag")
+    flag = arg[2:].split("=", 1)[0]
+    if flag in ("config", "workdir"):
+      raise SweepError(f"extra argument {arg!r}: the sweep sets --config and --workdir itself")
+    for prefix in ("config.", "noconfig."):
+      if flag.startswith(prefix) and _lookup(config, flag[len(prefix):]) is None:
+        raise SweepError(f"extra argument {arg!r}: unknown config field "
+                         f"{flag[len(prefix):]!r} in {config_path}")
+
+
+def parse_config_flags(config_arg: str, args: Iterable[str]) -> ml_collections.ConfigDict:
+  """Parses ``--config=config_arg`` plus ``--config.*`` args the way lt_jax.main does; the config.
+
+  Arguments that are not ``--config.*`` / ``--noconfig.*`` flags are ignored. Raises SweepError
+  with the flag parser's message when one does not parse.
+  """
+  _ensure_repo_on_path()
+  config_args = [a for a in args if a.startswith(("--config.", "--noconfig."))]
+  argv = ["lt_jax.main", f"--config={config_arg}", *config_args]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  try:
+    flag_values(argv)
+  except flags.Error as e:
+    raise SweepError(f"the trainer would reject {config_args}: {e}") from None
+  return flag_values.config
+
+
+def _join_root(root: str, name: str) -> str:
+  return f"{root.rstrip('/')}/{name}" if root.rstrip("/") else f"/{name}"
+
+
+def sweep_commands(config_path: str, workdir_root: str, extra: Sequence[str] = (),
+                   launcher: str = "local", launcher_args: Sequence[str] = (),
+                   python: str = "python") -> list[list[str]]:
+  """One argv per sweep row of ``config_path`` (``'configs/x.py'`` or ``'configs/x.py:smoke'``).
+
+  Args:
+    config_path: config file, relative to the repository root (or the current directory), with
+      optional ``:args``.
+    workdir_root: each row runs in ``workdir_root/<row name>`` (a local path or gs://...).
+    extra: arguments appended to every trainer command, e.g. ``('--config.seed=1',)``.
+    launcher: ``local`` (``python -m lt_jax.main ...``), ``slurm`` (``sbatch [launcher_args]
+      --job-name=lt_jax-<row> launch/slurm.sbatch ...``) or ``tpu`` (``launch/tpu_pod.sh
+      [launcher_args] -- ...``).
+    launcher_args: options for sbatch / tpu_pod.sh (ignored by ``local``).
+    python: the interpreter of local commands.
+
+  Returns:
+    A list of argv lists (not shell-quoted: print them with ``shlex.join``).
+
+  Raises:
+    SweepError: no sweep(), an unknown override key, a value the trainer would not parse, two rows
+      with one name, or a bad extra argument.
+  """
+  if launcher not in LAUNCHERS:
+    raise SweepError(f"unknown launcher {launcher!r}; expected one of {', '.join(LAUNCHERS)}")
+  if not workdir_root:
+    raise SweepError("workdir_root is empty")
+  path, args = _split_config_arg(config_path)
+  file, command_path = _resolve_config_path(path)
+  config_arg = command_path + (f":{args}" if args else "")
+  parse_arg = str(file) + (f":{args}" if args else "")  # independent of the current directory
+  rows = sweep_rows(config_path)
+  base_config = parse_config_flags(parse_arg, [])
+  extra = list(extra)
+  _check_extra(extra, base_config, path)
+  commands = []
+  for name, overrides in rows:
+    trainer_args = [f"--config={config_arg}", f"--workdir={_join_root(workdir_root, name)}",
+                    *override_flags(overrides), *extra]
+    parsed = parse_config_flags(parse_arg, trainer_args)
+    for key, value in overrides.items():
+      got = _get(parsed, key)
+      want = tuple(value) if isinstance(value, list) else value
+      if got != want:
+        raise SweepError(f"{file.name}, row {name}: {key}={value!r} reads back as {got!r}")
+    if launcher == "local":
+      commands.append([python, "-m", "lt_jax.main", *trainer_args])
+    elif launcher == "slurm":
+      commands.append(["sbatch", *launcher_args, f"--job-name=lt_jax-{name}", SLURM_SCRIPT,
+                       *trainer_args])
+    else:
+      commands.append([TPU_SCRIPT, *launcher_args, "--", *trainer_args])
+  return commands
+
+
+def run_commands(commands: Sequence[Sequence[str]], cwd: str | os.PathLike = REPO_ROOT,
+                 out=sys.stdout) -> int:
+  """Runs commands one after another from ``cwd``; stops at the first failure. Exit status."""
+  for i, command in enumerate(commands):
+    print(f"[sweep {i + 1}/{len(commands)}] {shlex.join(command)}", file=out, flush=True)
+    try:
+      rc = subprocess.run(list(command), cwd=cwd, check=False).returncode
+    except OSError as e:
+      rc, why = 127, f"could not start: {e}"
+    else:
+      why = f"exit status {rc}"
+    if rc != 0:
+      print(f"[sweep] FAILED: command {i + 1}/{len(commands)} ({why}); "
+            f"{len(commands) - i - 1} not started: {shlex.join(command)}", file=out, flush=True)
+      return rc if 0 < rc < 256 else 1
+  print(f"[sweep] all {len(commands)} commands succeeded", file=out, flush=True)
+  return 0
+
+
+_CONFIG = flags.DEFINE_string("config", None, "Config file with a sweep(add) function, "
+                              "e.g. configs/mfm_cifar_dev.py or configs/mfm_cifar_dev.py:smoke.")
+_WORKDIR_ROOT = flags.DEFINE_string("workdir_root", None,
+                                    "Each row runs in WORKDIR_ROOT/<row name> (path or gs://...).")
+_DRY_RUN = flags.DEFINE_bool("dry_run", True, "Print the commands, one per line (the default).")
+_RUN = flags.DEFINE_bool("run", False, "Execute the commands one after another from the repo root, "
+                         "stopping at the first failure (also: --nodry_run).")
+_EXTRA = flags.DEFINE_multi_string("extra", [], "Argument appended to every trainer command, "
+                                   "e.g. --extra=--config.seed=1 (repeatable; or after --).")
+_LAUNCHER = flags.DEFINE_enum("launcher", "local", LAUNCHERS,
+                              "local: python -m lt_jax.main; slurm: sbatch launch/slurm.sbatch; "
+                              "tpu: launch/tpu_pod.sh.")
+_LAUNCHER_ARGS = flags.DEFINE_multi_string("launcher_args", [],
+                                           "Option for sbatch or tpu_pod.sh, e.g. "
+                                           "--launcher_args=--nodes=2 (repeatable).")
+_PYTHON = flags.DEFINE_string("python", None, "Interpreter of local commands; default: 'python' "
+                              "when printing, this interpreter (sys.executable) with --run.")
+flags.mark_flags_as_required(["config", "workdir_root"])
+
+
+def main(argv):
+  execute = _RUN.value or not _DRY_RUN.value
+  python = _PYTHON.value or (sys.executable if execute else "python")
+  try:
+    commands = sweep_commands(_CONFIG.value, _WORKDIR_ROOT.value, [*_EXTRA.value, *argv[1:]],
+                              _LAUNCHER.value, _LAUNCHER_ARGS.value, python)
+  except SweepError as e:
+    sys.exit(f"sweep: error: {e}")
+  if not execute:
+    for command in commands:
+      print(shlex.join(command))
+    return 0
+  sys.exit(run_commands(commands))
+
+
+if __name__ == "__main__":
+  app.run(main)

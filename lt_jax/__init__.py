@@ -1,0 +1,1 @@
+"""lt_jax: functional JAX library and CLI for long-tailed image recognition."""

@@ -1,0 +1,113 @@
+"""Speed benchmark: ``python -m lt_jax.bench --config=CONFIG [--config.x=y] [--steps=N]``.
+
+Times the training epoch function of ``train.py`` (sampling, on-device augmentation and the step,
+under ``lax.scan``) on random uint8 images of the configured shape already on the device, for the
+plain cross-entropy step and for the configured method. Prints JSON: compile seconds, ms per
+iteration, images per second, peak device memory and the device kind. Runs tiny on CPU (add
+``:smoke``) and at full size on a GPU.
+"""
+
+import functools
+import json
+import math
+import os
+import sys
+import time
+import types
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.getcwd())  # configs/*.py import configs/default.py from the repo root
+
+from ml_collections import config_flags  # noqa: E402
+
+from lt_jax import methods  # noqa: E402
+from lt_jax import train  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 50, "Iterations per timed call (one lax.scan).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls; the fastest is reported.")
+_IMAGE_SHAPE = flags.DEFINE_string("image_shape", "32,32,3", "H,W,C of the synthetic images.")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes of the synthetic data.")
+
+
+def synthetic_data(num_train: int, num_meta: int, num_classes: int, image_shape, seed: int = 0):
+  """Random uint8 images with balanced labels, shaped like a LongTailData for the loop."""
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    return types.SimpleNamespace(images=rng.integers(0, 256, (n, *image_shape), dtype=np.uint8),
+                                 labels=(np.arange(n) % num_classes).astype(np.int32))
+
+  train_split, meta_split = split(num_train), split(num_meta)
+  counts = np.bincount(train_split.labels, minlength=num_classes)
+  return types.SimpleNamespace(train=train_split, meta=meta_split, num_classes=num_classes,
+                               counts=lambda name: counts)
+
+
+def time_method(config, data, steps: int, repeats: int) -> dict:
+  """Compile time and the fastest ms per iteration of ``config.method``'s epoch function."""
+  method = methods.get_method(config.method)
+  ctx = train.build_context(config, data)
+  meta_batch = train.meta_batch_size(config, data) if method.needs_meta_data(config) else 0
+  mean, std = np.full(data.train.images.shape[-1], 0.5, np.float32), np.full(data.train.images.shape[-1], 0.25, np.float32)
+  state = train.init_state(config, ctx, method, data.train.images.shape[1:])
+  arrays = train.device_arrays(data, meta_batch)
+  epoch_fn = jax.jit(functools.partial(train.run_epoch, ctx=ctx, method=method, mean=mean, std=std,
+                                       meta_batch=meta_batch), static_argnames="phase", donate_argnums=0)
+  phase = method.phase(config.train.epochs - 1, ctx)  # the last epoch's phase: the meta phase if any
+  started = time.perf_counter()
+  compiled = epoch_fn.lower(state, arrays, phase=phase).compile()
+  compile_seconds = time.perf_counter() - started
+  state, _ = compiled(state, arrays)
+  jax.block_until_ready(state)
+  best = math.inf
+  for _ in range(repeats):
+    started = time.perf_counter()
+    state, metrics = compiled(state, arrays)
+    jax.block_until_ready((state, metrics))
+    best = min(best, time.perf_counter() - started)
+  ms = 1000 * best / ctx.steps_per_epoch
+  return {"method": config.method, "phase": phase, "compile_seconds": round(compile_seconds, 2),
+          "ms_per_iteration": round(ms, 3),
+          "images_per_second": round(config.train.batch_size / (ms / 1000), 1)}
+
+
+def benchmark(config, steps: int, repeats: int, image_shape, num_classes: int) -> dict:
+  """Plain cross-entropy step and the configured method on synthetic data of the run's shape."""
+  num_meta = max(config.meta.batch_size, num_classes)
+  data = synthetic_data(steps * config.train.batch_size, num_meta, num_classes, image_shape)
+  plain = config.copy_and_resolve_references()
+  with plain.unlocked():
+    plain.method, plain.loss.name, plain.loss.reweight = "erm", "ce", "none"
+  results = {"plain": time_method(plain, data, steps, repeats)}
+  if config.method != "erm":
+    if config.meta.strategy == "none":
+      with config.unlocked():
+        config.meta.strategy = "meta"
+    results["method"] = time_method(config, data, steps, repeats)
+  device = jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  return {
+      "device_kind": device.device_kind, "platform": device.platform, "devices": jax.device_count(),
+      "model": config.model.name, "batch_size": config.train.batch_size,
+      "meta_batch_size": config.meta.batch_size, "steps_per_call": steps,
+      "peak_memory_mb": round(stats["peak_bytes_in_use"] / 2**20, 1) if stats and "peak_bytes_in_use" in stats else None,
+      "jax": jax.__version__, **results,
+  }
+
+
+def main(argv):
+  del argv
+  image_shape = tuple(int(s) for s in _IMAGE_SHAPE.value.split(","))
+  print(json.dumps(benchmark(_CONFIG.value, _STEPS.value, _REPEATS.value, image_shape, _NUM_CLASSES.value),
+                   indent=1))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

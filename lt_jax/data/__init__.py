@@ -1,0 +1,161 @@
+"""Long-tailed data: the LT training subset, the meta set and the test set of a run.
+
+``load(config)`` reads ``config.dataset`` and ``config.meta``: the full splits come from
+``sources`` (TFDS catalog, image folder / zip, or digits), the selection from ``longtail``.
+``augment`` holds the on-device (JAX) training and evaluation transforms.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from lt_jax.data import longtail
+from lt_jax.data import sources
+
+SPLIT_NAMES = ("train", "meta", "test")
+SELECTION_FILE = "data_selection.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """Images (N, H, W, C) uint8, labels (N,) int32, positions (N,) int64 in the source split."""
+  images: np.ndarray
+  labels: np.ndarray
+  indices: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class LongTailData:
+  """The three splits of a run; ``meta`` may be empty (shape (0, H, W, C))."""
+  train: Split
+  meta: Split
+  test: Split
+  class_names: tuple[str, ...]
+  name: str = ""
+  settings: dict = dataclasses.field(default_factory=dict)  # the config fields that chose it
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def counts(self, split: str) -> np.ndarray:
+    """Per-class image counts (length C) of 'train', 'meta' or 'test'."""
+    if split not in SPLIT_NAMES:
+      raise ValueError(f"split={split!r} is not allowed; expected one of {list(SPLIT_NAMES)}")
+    return longtail.per_class_counts(getattr(self, split).labels, self.num_classes)
+
+  def summary(self) -> dict:
+    """JSON-able description: per-class counts of each split, totals and the settings."""
+    counts = {split: self.counts(split).tolist() for split in SPLIT_NAMES}
+    return {
+        "dataset": self.name,
+        "classes": list(self.class_names),
+        **counts,
+        "totals": {split: int(sum(c)) for split, c in counts.items()},
+        "image_shape": list(self.train.images.shape[1:]),
+        "settings": dict(self.settings),
+    }
+
+
+def check_config(config) -> None:
+  """Raises ValueError naming the first bad ``dataset.*`` / ``meta.*`` field."""
+  dataset, meta = config.dataset, config.meta
+  if dataset.source not in sources.SOURCES:
+    raise ValueError(f"dataset.source={dataset.source!r} is not allowed; expected one of "
+                     f"{list(sources.SOURCES)}")
+  longtail.check_choice("dataset.profile", dataset.profile, longtail.PROFILES)
+  longtail.check_choice("dataset.protocol", dataset.protocol, longtail.PROTOCOLS)
+  longtail.check_choice("dataset.test", dataset.test, longtail.TEST_SETS)
+  longtail.check_choice("meta.strategy", meta.strategy, longtail.META_STRATEGIES)
+  for field, value in (("dataset.imbalance", dataset.imbalance),
+                       ("dataset.test_imbalance", dataset.test_imbalance)):
+    if not value >= 1:
+      raise ValueError(f"{field}={value!r} must be >= 1 (IF = n_max / n_min; 1 = balanced)")
+  if not dataset.image_size >= 0:
+    raise ValueError(f"dataset.image_size={dataset.image_size!r} must be >= 0 (0 = native size)")
+  if meta.per_class < 0 or (meta.strategy != "none" and meta.per_class < 1):
+    raise ValueError(f"meta.per_class={meta.per_class!r} must be >= 1 with "
+                     f"meta.strategy={meta.strategy!r} (and >= 0 always)")
+
+
+def _settings(config) -> dict:
+  """The config fields that determine the data, as plain JSON values."""
+  dataset, meta = config.dataset, config.meta
+  fields = {f"dataset.{k}": dataset[k] for k in (
+      "name", "source", "path", "image_size", "imbalance", "profile", "protocol", "seed",
+      "test", "test_imbalance")}
+  fields.update({"meta.strategy": meta.strategy, "meta.per_class": meta.per_class})
+  return fields
+
+
+def _split(images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> Split:
+  indices = np.asarray(indices, np.int64)
+  return Split(images[indices], np.asarray(labels[indices], np.int32), indices)
+
+
+def load(config) -> LongTailData:
+  """The long-tailed train, meta and test splits that ``config.dataset`` / ``config.meta`` name."""
+  check_config(config)
+  dataset, meta = config.dataset, config.meta
+  raw = sources.load_source(dataset)
+  num_classes = len(raw.class_names)
+  for what, labels in (("train", raw.train_labels), ("test", raw.test_labels)):
+    if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
+      raise ValueError(f"{what} labels of {dataset.name!r} fall outside [0, {num_classes})")
+  train, meta_indices = longtail.select_train_meta(
+      raw.train_labels, num_classes, imbalance=dataset.imbalance, profile=dataset.profile,
+      protocol=dataset.protocol, strategy=meta.strategy, per_class=meta.per_class,
+      seed=dataset.seed)
+  test = longtail.select_test(raw.test_labels, num_classes, test=dataset.test,
+                              test_imbalance=dataset.test_imbalance, seed=dataset.seed)
+  return LongTailData(
+      train=_split(raw.train_images, raw.train_labels, train),
+      meta=_split(raw.train_images, raw.train_labels, meta_indices),
+      test=_split(raw.test_images, raw.test_labels, test),
+      class_names=raw.class_names,
+      name=dataset.name,
+      settings=_settings(config))
+
+
+def save_selection(data: LongTailData, workdir: str) -> str:
+  """Writes ``workdir/data_selection.json`` (summary + chosen indices) atomically; returns it."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, SELECTION_FILE)
+  record = {**data.summary(),
+            "indices": {split: getattr(data, split).indices.tolist() for split in SPLIT_NAMES}}
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      json.dump(record, f)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def channel_stats(images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and (population) std in [0, 1] of uint8 (N, H, W, C) images, as float32.
+
+  Exact, from a 256-bin histogram per channel (no float copy of the images).
+  """
+  images = np.asarray(images_uint8)
+  if images.dtype != np.uint8 or images.ndim != 4 or not images.size:
+    raise ValueError(f"channel_stats needs non-empty uint8 (N, H, W, C) images, got "
+                     f"{images.dtype} {images.shape}")
+  values = np.arange(256, dtype=np.float64) / 255
+  means, stds = [], []
+  for c in range(images.shape[-1]):
+    hist = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
+    mean = hist @ values / hist.sum()
+    means.append(mean)
+    stds.append(np.sqrt(hist @ (values - mean)**2 / hist.sum()))
+  return np.asarray(means, np.float32), np.asarray(stds, np.float32)
+
+
+__all__ = ["Split", "LongTailData", "load", "save_selection", "channel_stats", "check_config"]

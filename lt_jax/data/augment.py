@@ -1,0 +1,76 @@
+"""On-device augmentation and normalisation: pure JAX, jittable, vectorised over the batch.
+
+Images are (N, H, W, C). ``random_crop_flip`` keeps the input dtype (uint8 in, uint8 out), so
+the batch stays small until ``normalize`` turns it into float32.
+"""
+
+import jax
+import jax.numpy as jnp
+
+PAD_MODES = ("constant", "reflect")
+
+
+def pad_images(images: jax.Array, pad: int, pad_mode: str) -> jax.Array:
+  """Pads height and width by ``pad`` on each side: zeros, or reflection as torch's reflect pad.
+
+  ``reflect`` mirrors without repeating the edge pixel (numpy's and torch's 'reflect'); it
+  needs pad < H and pad < W.
+  """
+  if pad_mode not in PAD_MODES:
+    raise ValueError(f"augment.pad_mode={pad_mode!r} is not allowed; expected one of "
+                     f"{list(PAD_MODES)}")
+  if pad < 0:
+    raise ValueError(f"augment.pad={pad!r} must be >= 0")
+  height, width = images.shape[1:3]
+  if pad_mode == "reflect" and pad >= min(height, width):
+    raise ValueError(f"augment.pad={pad} must be smaller than the image ({height}x{width}) "
+                     "with augment.pad_mode='reflect'")
+  widths = ((0, 0), (pad, pad), (pad, pad), (0, 0))
+  return jnp.pad(images, widths, mode=pad_mode)
+
+
+def crop_at(padded: jax.Array, offsets: jax.Array, height: int, width: int) -> jax.Array:
+  """Per-sample (height, width) windows of ``padded`` whose top-left corners are ``offsets``."""
+
+  def crop_one(image, offset):
+    return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0),
+                                 (height, width, image.shape[-1]))
+
+  return jax.vmap(crop_one)(padded, offsets)
+
+
+def random_crop_flip(rng: jax.Array, images: jax.Array, *, pad: int, pad_mode: str = "constant",
+                     crop: bool = True, flip: bool = True) -> jax.Array:
+  """Pad + random crop back to the input size, and a random horizontal flip (p = 0.5).
+
+  Every sample draws its own crop offset in [0, 2 * pad] per axis and its own flip. Returns the
+  input dtype (uint8 stays uint8).
+  """
+  crop_key, flip_key = jax.random.split(rng)
+  batch, height, width = images.shape[:3]
+  if crop and pad > 0:
+    padded = pad_images(images, pad, pad_mode)
+    offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * pad + 1)
+    images = crop_at(padded, offsets, height, width)
+  if flip:
+    mirror = jax.random.bernoulli(flip_key, 0.5, (batch,))
+    images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1, :], images)
+  return images
+
+
+def normalize(images: jax.Array, mean, std) -> jax.Array:
+  """uint8 -> float32 in [0, 1], then (x - mean) / std per channel (last axis)."""
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def train_transform(rng: jax.Array, images: jax.Array, aug_cfg, mean, std) -> jax.Array:
+  """Crop / flip as ``config.augment`` enables them, then normalise."""
+  images = random_crop_flip(rng, images, pad=int(aug_cfg.pad), pad_mode=aug_cfg.pad_mode,
+                            crop=bool(aug_cfg.crop), flip=bool(aug_cfg.flip))
+  return normalize(images, mean, std)
+
+
+def eval_transform(images: jax.Array, mean, std) -> jax.Array:
+  """Normalisation only."""
+  return normalize(images, mean, std)

@@ -1,0 +1,158 @@
+"""Long-tailed losses: cross-entropy, focal, LDAM, class-balanced weights, deferred re-weighting.
+
+The definitions follow the LDAM-DRW code (protocols.md C). Losses are per-sample and pure jnp;
+class weights w (C,) and their schedule are separate, so one training step serves every loss:
+
+  per_sample_loss = make_base_loss(config.loss, counts)   # once per run
+  w = class_weights_at(config.loss, counts, epoch)        # (C,); epoch may be traced (DRW in jit)
+  values, sample_weights = per_sample_loss(logits, labels, w)
+  loss = weighted_mean(values, sample_weights)            # sum_i s_i l_i / sum_i s_i
+
+Why the base loss returns (values, sample_weights): the peers apply w in two different places.
+CE and LDAM pass it as PyTorch's ``weight=``, whose 'mean' reduction is sum_i w_{y_i} l_i /
+sum_i w_{y_i} (C.1), so there l_i is unweighted and s_i = w_{y_i}. Focal puts w inside the loss
+(l_i = w_{y_i} CE_i before the modulating factor) and takes a plain batch mean (C.4), so s_i = 1.
+Keeping that choice inside the loss means a step never branches on ``loss.name``, and a meta
+method that weights samples itself gets the plain l_i (and s_i = 1) by passing w = 1.
+
+Logits in half precision are upcast to float32; float64 stays float64 (gradient checks).
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+LOSS_NAMES = ("ce", "focal", "ldam")
+REWEIGHTS = ("none", "cb")
+
+PerSampleLoss = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def _upcast(logits: jax.Array) -> jax.Array:
+  return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
+def _positive_counts(counts) -> np.ndarray:
+  """Class counts n_j as float64, all > 0."""
+  counts = np.asarray(counts, np.float64)
+  if counts.ndim != 1 or not len(counts) or np.any(counts <= 0):
+    raise ValueError(f"class counts must be a non-empty 1-D array of positive numbers; got {counts}")
+  return counts
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """CE_i = -log softmax(z_i)[y_i], shape (N,), for integer labels y."""
+  log_probs = jax.nn.log_softmax(_upcast(logits), axis=-1)
+  return -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+  """sum_i w_i v_i / sum_i w_i (PyTorch weighted-CE 'mean'; a plain mean when w = 1)."""
+  return jnp.sum(weights * values) / jnp.sum(weights)
+
+
+def class_balanced_weights(counts, beta: float) -> np.ndarray:
+  """w_y = (1 - beta) / (1 - beta^{n_y}), normalised so that sum_y w_y = C (float64, (C,)).
+
+  Cui et al. 2019's effective number; beta = 0 gives w = 1 (LDAM's DRW before the switch).
+  """
+  if not 0.0 <= beta < 1.0:
+    raise ValueError(f"loss.cb_beta={beta!r} must be in [0, 1)")
+  counts = _positive_counts(counts)
+  weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
+  return weights / weights.sum() * len(counts)
+
+
+def ldam_margins(counts, max_m: float) -> np.ndarray:
+  """m_j = max_m (n_min / n_j)^(1/4) (float64, (C,)): the rarest class gets exactly max_m."""
+  counts = _positive_counts(counts)
+  return max_m * (counts.min() / counts) ** 0.25
+
+
+def ldam_logits(logits: jax.Array, labels: jax.Array, margins, s: float) -> jax.Array:
+  """s (z - m_y onehot(y)): the margin m_y is subtracted from the target logit only."""
+  logits = _upcast(logits)
+  margins = jnp.asarray(margins, logits.dtype)
+  one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  return s * (logits - margins[labels][:, None] * one_hot)
+
+
+def focal_loss(logits: jax.Array, labels: jax.Array, gamma: float, class_weights=None) -> jax.Array:
+  """Per-sample focal loss as in the LDAM code: l_i = w_{y_i} CE_i, p_i = exp(-l_i), (1 - p_i)^gamma l_i.
+
+  Without class weights p_i is the model's probability of the true class (Lin et al. 2017, no
+  alpha). With class weights p_i = exp(-w_{y_i} CE_i) is not that probability: we reproduce the
+  peers (protocols.md C.4), not the paper's formula. The LDAM code reduces with a plain mean.
+  """
+  values = cross_entropy(logits, labels)
+  if class_weights is not None:
+    values = jnp.asarray(class_weights, values.dtype)[labels] * values
+  if gamma == 0:
+    return values
+  return (1.0 - jnp.exp(-values)) ** gamma * values
+
+
+def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerSampleLoss:
+  """``per_sample_loss(logits, labels, class_weights=None) -> (values (N,), sample_weights (N,))``.
+
+  ``loss.name``: ``ce``; ``focal`` (gamma = ``loss.focal_gamma``, w inside the loss, s_i = 1);
+  ``ldam`` (CE on s (z - m_y onehot(y)), margins from ``class_counts`` and ``loss.ldam_max_m``,
+  s = ``loss.ldam_s``). For ce and ldam s_i = w_{y_i}. ``class_weights`` None means w = 1.
+  Reduce with ``weighted_mean(values, sample_weights)``.
+  """
+  name = loss_config.name
+  if name not in LOSS_NAMES:
+    raise ValueError(f"loss.name={name!r} is unknown; expected one of {list(LOSS_NAMES)}")
+
+  def sample_weights(values, labels, class_weights):
+    if class_weights is None:
+      return jnp.ones_like(values)
+    return jnp.asarray(class_weights, values.dtype)[labels]
+
+  if name == "ce":
+    def per_sample_loss(logits, labels, class_weights=None):
+      values = cross_entropy(logits, labels)
+      return values, sample_weights(values, labels, class_weights)
+
+  elif name == "focal":
+    gamma = loss_config.focal_gamma
+    if not gamma >= 0:
+      raise ValueError(f"loss.focal_gamma={gamma!r} must be >= 0")
+
+    def per_sample_loss(logits, labels, class_weights=None):
+      values = focal_loss(logits, labels, gamma, class_weights)
+      return values, jnp.ones_like(values)
+
+  else:
+    if not loss_config.ldam_s > 0 or not loss_config.ldam_max_m >= 0:
+      raise ValueError(f"loss.ldam_s={loss_config.ldam_s!r} must be > 0 and "
+                       f"loss.ldam_max_m={loss_config.ldam_max_m!r} >= 0")
+    margins = ldam_margins(class_counts, loss_config.ldam_max_m)
+    s = loss_config.ldam_s
+
+    def per_sample_loss(logits, labels, class_weights=None):
+      values = cross_entropy(ldam_logits(logits, labels, margins, s), labels)
+      return values, sample_weights(values, labels, class_weights)
+
+  return per_sample_loss
+
+
+def class_weights_at(loss_config: ml_collections.ConfigDict, class_counts, epoch) -> jax.Array:
+  """Class weights w (C,) float32 at ``epoch`` (0-indexed; a Python int or a traced scalar).
+
+  Ones unless ``loss.reweight == 'cb'``; then the class-balanced weights (beta = ``loss.cb_beta``)
+  from epoch ``loss.drw_epoch`` on (deferred re-weighting), or always when drw_epoch < 0.
+  """
+  reweight = loss_config.reweight
+  if reweight not in REWEIGHTS:
+    raise ValueError(f"loss.reweight={reweight!r} is unknown; expected one of {list(REWEIGHTS)}")
+  ones = jnp.ones(len(class_counts), jnp.float32)
+  if reweight == "none":
+    return ones
+  balanced = jnp.asarray(class_balanced_weights(class_counts, loss_config.cb_beta), jnp.float32)
+  if loss_config.drw_epoch < 0:
+    return balanced
+  return jnp.where(jnp.asarray(epoch) >= loss_config.drw_epoch, balanced, ones)

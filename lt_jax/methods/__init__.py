@@ -1,0 +1,39 @@
+"""Training methods, one module per family, all with the same three functions.
+
+A method module defines:
+
+* ``needs_meta_data(config) -> bool``: whether it reads the balanced meta batch (then
+  ``meta.strategy`` must not be none);
+* ``init_meta(rng, variables, ctx) -> meta``: the pytree it learns besides w ({} if nothing);
+* ``phase(epoch, ctx) -> hashable``: a static per-epoch phase (e.g. pre-training, then meta
+  phase); each distinct phase compiles once;
+* ``train_step(state, batch, ctx, phase) -> (state, metrics)``: a pure step. ``batch`` holds
+  ``images`` (normalised, augmented), ``labels``, ``ids`` (sample ids in the training set) and, for
+  meta methods, ``meta_images`` and ``meta_labels``.
+"""
+
+import importlib
+import types
+
+# config.method -> module under lt_jax.methods
+METHODS = {
+    "erm": "erm",
+    "l2rw": "reweight",
+    "mwnet": "reweight",
+    "cbmeta": "reweight",
+    "mfm": "mfm",
+    "fsa": "fsa",
+}
+
+
+def get_method(name: str) -> types.ModuleType:
+  """The module implementing ``config.method``; a clear error for unknown or missing methods."""
+  if name not in METHODS:
+    raise ValueError(f"config.method={name!r} is unknown; expected one of {sorted(METHODS)}")
+  try:
+    module = importlib.import_module(f"lt_jax.methods.{METHODS[name]}")
+  except ModuleNotFoundError as e:
+    if e.name != f"lt_jax.methods.{METHODS[name]}":
+      raise
+    raise NotImplementedError(f"config.method={name!r} is not implemented yet") from e
+  return module.for_method(name) if hasattr(module, "for_method") else module

@@ -1,0 +1,198 @@
+"""The meta re-weighting family on the bilevel core: L2RW, MW-Net, class-balanced meta re-weighting.
+
+Each is a pair of losses for ``meta.hypergradient``; the lookahead is one plain SGD step at the
+current scheduled learning rate alpha (the peers' off-by-one at decays is not reproduced).
+
+* L2RW (Ren et al. 2018): eps = 0, inner = sum_i eps_i l_i(w); weights w_i = max(-dL_meta/deps_i, 0)
+  normalised to sum 1 (uniform 1/B when all are zero).
+* MW-Net (Shu et al. 2019): v_i = V_Theta(l_i), a 1-100-1 sigmoid MLP on the per-sample loss;
+  inner = sum_i l_i v_i / sum_j v_j; Theta takes one step of its own optimiser on dL_meta/dTheta,
+  then the real step uses the new weights as constants. As in the official code the loss fed to
+  V is not detached in the lookahead.
+* Class-balanced meta re-weighting (Jamal et al. 2020): w_i = w_{y_i} (effective number, beta)
+  + eps_i with eps = -tau dL_meta/deps at eps = 0, recomputed every step; a pre-training phase of
+  the plain base loss (epochs < ``cbmeta.start_epoch``) comes first. ``cbmeta.lookahead_reduction``
+  'sum' (the official code; default, the setting behind the published numbers) or 'mean' (the
+  paper's formula); ``cbmeta.clip_weights`` clips w_y + eps at 0 (the code does not).
+"""
+
+import types
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lt_jax import losses
+from lt_jax import meta
+from lt_jax import optim
+from lt_jax import train_state as ts
+from lt_jax.methods import erm
+
+
+def per_sample_losses(ctx, logits, labels):
+  """Unweighted per-sample base losses l_i (CE, focal or LDAM as ``config.loss.name``)."""
+  per_sample_loss = losses.make_base_loss(ctx.config.loss, ctx.class_counts)
+  values, _ = per_sample_loss(logits, labels, jnp.ones(len(ctx.class_counts)))
+  return values
+
+
+def training_losses(state, batch, ctx, params):
+  """(l_i, logits, batch_stats) of the training batch in train mode."""
+  logits, batch_stats = ts.forward(ctx.model, params, state.batch_stats, batch["images"], train=True)
+  return per_sample_losses(ctx, logits, batch["labels"]), logits, batch_stats
+
+
+def meta_loss_fn(state, batch, ctx):
+  """L_meta(w): mean cross-entropy of the balanced meta batch (train-mode BN, statistics dropped)."""
+  def outer_loss(params):
+    logits, _ = ts.forward(ctx.model, params, state.batch_stats, batch["meta_images"], train=True)
+    return jnp.mean(losses.cross_entropy(logits, batch["meta_labels"]))
+  return outer_loss
+
+
+def weighted_step(state, batch, ctx, weight_fn, **changes):
+  """The real update on sum_i s_i l_i, with s = weight_fn(l) treated as constants."""
+  def loss_fn(params):
+    values, logits, batch_stats = training_losses(state, batch, ctx, params)
+    weights = jax.lax.stop_gradient(weight_fn(values))
+    return jnp.sum(weights * values), (logits, batch_stats, weights)
+
+  (loss, (logits, batch_stats, weights)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  metrics = ts.classification_metrics(logits, batch["labels"], loss)
+  metrics["weight_max"] = jnp.max(weights)
+  return ts.apply_gradients(state, ctx, grads, batch_stats, **changes), metrics
+
+
+def eps_gradient(state, batch, ctx, sample_weights, reduction: str):
+  """(L_meta(w_hat), dL_meta/deps at eps = 0) for inner = reduce_i l_i (s_i + eps_i)."""
+  def inner_loss(params, eps):
+    values, _, _ = training_losses(state, batch, ctx, params)
+    weighted = values * (sample_weights + eps)
+    return jnp.sum(weighted) if reduction == "sum" else jnp.mean(weighted)
+
+  eps = jnp.zeros(batch["labels"].shape, jnp.float32)
+  return meta.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params, eps,
+                            ctx.lr_fn(state.step))
+
+
+# --- L2RW ------------------------------------------------------------------------------------------
+
+def l2rw_weights(grad_eps):
+  """w_i = max(-g_i, 0) / sum_j max(-g_j, 0); uniform 1/B when every w_i is 0."""
+  w = jnp.maximum(-grad_eps, 0.0)
+  total = jnp.sum(w)
+  return jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), 1.0 / w.shape[0])
+
+
+def l2rw_step(state, batch, ctx, phase=None):
+  del phase
+  ones = jnp.ones(batch["labels"].shape, jnp.float32)
+  meta_loss, grad_eps = eps_gradient(state, batch, ctx, 0.0 * ones, "sum")
+  weights = l2rw_weights(grad_eps)
+  state, metrics = weighted_step(state, batch, ctx, lambda _: weights)
+  metrics.update(meta_loss=meta_loss, zero_weight_fraction=jnp.mean(weights == 0))
+  return state, metrics
+
+
+# --- MW-Net ----------------------------------------------------------------------------------------
+
+def torch_default_init(fan_in: int):
+  """PyTorch nn.Linear's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (weights and biases)."""
+  bound = 1.0 / np.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class WeightNet(nn.Module):
+  """V_Theta: per-sample loss l_i -> weight v_i in (0, 1) (1 -> hidden -> 1, ReLU, sigmoid)."""
+  hidden: int = 100
+
+  @nn.compact
+  def __call__(self, values):
+    h = nn.Dense(self.hidden, kernel_init=torch_default_init(1), bias_init=torch_default_init(1))(values[:, None])
+    h = nn.Dense(1, kernel_init=torch_default_init(self.hidden),
+                 bias_init=torch_default_init(self.hidden))(nn.relu(h))
+    return nn.sigmoid(h[:, 0])
+
+
+def normalised(v):
+  """v / sum(v) (v unchanged when the sum is 0, as the official code)."""
+  total = jnp.sum(v)
+  return v / jnp.where(total == 0, 1.0, total)
+
+
+def mwnet_optimizer(config):
+  c = config.mwnet
+  return optim.sgd(c.lr, c.momentum, c.nesterov, c.weight_decay)
+
+
+def mwnet_init(rng, variables, ctx):
+  del variables
+  theta = WeightNet(ctx.config.mwnet.hidden).init(rng, jnp.zeros((1,)))["params"]
+  return {"theta": theta, "opt_state": mwnet_optimizer(ctx.config).init(theta)}
+
+
+def mwnet_step(state, batch, ctx, phase=None):
+  del phase
+  vnet = WeightNet(ctx.config.mwnet.hidden)
+
+  def weights(theta, values):
+    return normalised(vnet.apply({"params": theta}, values))
+
+  def inner_loss(params, theta):
+    values, _, _ = training_losses(state, batch, ctx, params)
+    return jnp.sum(values * weights(theta, values))
+
+  theta = state.meta["theta"]
+  meta_loss, grad_theta = meta.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params,
+                                             theta, ctx.lr_fn(state.step))
+  updates, opt_state = mwnet_optimizer(ctx.config).update(grad_theta, state.meta["opt_state"], theta)
+  theta = optax.apply_updates(theta, updates)
+  state, metrics = weighted_step(state, batch, ctx, lambda values: weights(theta, values),
+                                 meta={"theta": theta, "opt_state": opt_state})
+  metrics["meta_loss"] = meta_loss
+  return state, metrics
+
+
+# --- Class-balanced meta re-weighting (Jamal et al.) -----------------------------------------------
+
+def cbmeta_phase(epoch, ctx):
+  return "meta" if epoch >= ctx.config.cbmeta.start_epoch else "pretrain"
+
+
+def cbmeta_step(state, batch, ctx, phase="meta"):
+  cfg = ctx.config.cbmeta
+  if phase == "pretrain":
+    return plain_step(state, batch, ctx)
+  class_weights = jnp.asarray(losses.class_balanced_weights(ctx.class_counts, ctx.config.loss.cb_beta),
+                              jnp.float32)
+  w_y = class_weights[batch["labels"]]
+  meta_loss, grad_eps = eps_gradient(state, batch, ctx, w_y, cfg.lookahead_reduction)
+  eps = -cfg.tau * grad_eps
+  weights = w_y + eps
+  if cfg.clip_weights:
+    weights = jnp.maximum(weights, 0.0)
+  state, metrics = weighted_step(state, batch, ctx, lambda values: weights / values.shape[0])
+  metrics.update(meta_loss=meta_loss, eps_abs_mean=jnp.mean(jnp.abs(eps)))
+  return state, metrics
+
+
+def plain_step(state, batch, ctx):
+  """The pre-training phase: the unweighted mean base loss."""
+  return weighted_step(state, batch, ctx, lambda values: jnp.full_like(values, 1.0 / values.shape[0]))
+
+
+def _needs_meta_data(config):
+  del config
+  return True
+
+
+def for_method(name: str) -> types.SimpleNamespace:
+  """The method interface (see ``lt_jax.methods``) of l2rw, mwnet or cbmeta."""
+  common = dict(needs_meta_data=_needs_meta_data, init_meta=erm.init_meta, phase=erm.phase)
+  if name == "l2rw":
+    return types.SimpleNamespace(**common, train_step=l2rw_step)
+  if name == "mwnet":
+    return types.SimpleNamespace(**{**common, "init_meta": mwnet_init}, train_step=mwnet_step)
+  return types.SimpleNamespace(**{**common, "phase": cbmeta_phase}, train_step=cbmeta_step)

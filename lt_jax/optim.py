@@ -1,0 +1,42 @@
+"""Learning-rate schedules and the SGD optimiser of the papers' recipes.
+
+PyTorch SGD with weight decay adds wd * w to the gradient before momentum and applies the learning
+rate after it; ``optax.chain(add_decayed_weights(wd), sgd(lr, momentum, nesterov))`` does the same.
+Schedules are per epoch (the peers step them once per epoch), expressed as functions of the step.
+"""
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+  """alpha(step): linear per-epoch warm-up, then x decay_factor at each epoch in decay_epochs.
+
+  Epoch e < W runs at lr (e + 1) / W (LDAM-DRW's warm-up); from epoch d in decay_epochs on the rate
+  is multiplied by decay_factor (0.01 at 160 and 180 for LDAM and Jamal et al.).
+  """
+  base, warmup = float(optim.lr), int(optim.warmup_epochs)
+  decay_epochs = tuple(int(e) for e in optim.decay_epochs)
+  factor = float(optim.decay_factor)
+
+  def schedule(step):
+    epoch = jnp.asarray(step) // steps_per_epoch
+    warm = jnp.where(epoch < warmup, (epoch + 1) / max(warmup, 1), 1.0)
+    num_decays = sum((epoch >= e).astype(jnp.int32) for e in decay_epochs) if decay_epochs else 0
+    return base * warm * factor ** num_decays
+
+  return schedule
+
+
+def sgd(lr: optax.ScalarOrSchedule, momentum: float, nesterov: bool, weight_decay: float):
+  """PyTorch-equivalent SGD: decoupled-order weight decay, then (Nesterov) momentum, then lr."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.sgd(lr, momentum=momentum or None, nesterov=nesterov),
+  )
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, lr_fn: optax.Schedule):
+  """The main network's optimiser from ``config.optim``."""
+  return sgd(lr_fn, optim.momentum, optim.nesterov, optim.weight_decay)

@@ -1,0 +1,100 @@
+"""PNG plots written at the end of a run: label histogram, per-class recall, confusion, curves."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def label_histogram(counts, class_names, path: str, title: str = "training labels") -> str:
+  """Bar chart of images per class (log scale shows the tail)."""
+  fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(counts)), 3))
+  ax.bar(range(len(counts)), counts, color="tab:blue")
+  ax.set_yscale("log")
+  ax.set_xticks(range(len(counts)), class_names, rotation=90, fontsize=7)
+  ax.set_ylabel("images")
+  ax.set_title(title)
+  return _save(fig, path)
+
+
+def per_class_recall(recall, class_names, path: str, title: str = "per-class recall") -> str:
+  """Bar chart of each class's test recall, classes in training-frequency order."""
+  recall = np.array([np.nan if r is None else r for r in recall], float)
+  fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(recall)), 3))
+  ax.bar(range(len(recall)), 100 * recall, color="tab:green")
+  ax.set_ylim(0, 100)
+  ax.set_xticks(range(len(recall)), class_names, rotation=90, fontsize=7)
+  ax.set_ylabel("recall %")
+  ax.set_title(title)
+  return _save(fig, path)
+
+
+def confusion_matrix(confusion, class_names, path: str) -> str:
+  """Row-normalised confusion matrix (true class down, predicted across)."""
+  confusion = np.asarray(confusion, float)
+  rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+  size = max(4, 0.3 * len(class_names))
+  fig, ax = plt.subplots(figsize=(size + 1, size))
+  image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+  ticks = range(len(class_names))
+  ax.set_xticks(ticks, class_names, rotation=90, fontsize=6)
+  ax.set_yticks(ticks, class_names, fontsize=6)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  fig.colorbar(image, ax=ax)
+  return _save(fig, path)
+
+
+def learning_curves(train_records, eval_records, path: str) -> str:
+  """Training loss and test top-1 error against the epoch."""
+  fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+  left.plot([r["epoch"] for r in train_records], [r["loss"] for r in train_records])
+  left.set_xlabel("epoch")
+  left.set_ylabel("training loss")
+  right.plot([r["epoch"] for r in eval_records], [r["top1_error"] for r in eval_records], "o-")
+  right.set_xlabel("epoch")
+  right.set_ylabel("test top-1 error %")
+  return _save(fig, path)
+
+
+def write_all(workdir: str, class_names, train_counts, final_eval, train_records, eval_records):
+  """All four plots into ``workdir/plots``; returns their paths."""
+  out = os.path.join(workdir, "plots")
+  os.makedirs(out, exist_ok=True)
+  return [
+      label_histogram(train_counts, class_names, os.path.join(out, "train_labels.png")),
+      per_class_recall(final_eval["per_class_recall"], class_names, os.path.join(out, "per_class_recall.png")),
+      confusion_matrix(final_eval["confusion"], class_names, os.path.join(out, "confusion.png")),
+      learning_curves(train_records, eval_records, os.path.join(out, "learning_curves.png")),
+  ]
+
+
+def modulation_tsne(modulation, labels, class_names, path: str, title: str = "") -> str:
+  """t-SNE of per-sample gamma and beta vectors coloured by class (MFM Figs. 5 and 9)."""
+  from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
+  gamma, beta = (np.asarray(v) for v in modulation)
+  fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+  perplexity = max(2.0, min(30.0, (len(labels) - 1) / 3))
+  for ax, values, name in ((axes[0], gamma, "gamma"), (axes[1], beta, "beta")):
+    if np.allclose(values, values[:1]):
+      ax.set_title(f"{title} {name}: constant")
+      continue
+    xy = TSNE(perplexity=perplexity, init="pca", random_state=0).fit_transform(values)
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10" if len(class_names) <= 10 else "tab20", s=6)
+    ax.set_title(f"{title} {name}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+  if len(class_names) <= 20 and "points" in locals():
+    fig.legend(points.legend_elements()[0], class_names, loc="center right", fontsize=7)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  return _save(fig, path)

@@ -1,0 +1,95 @@
+"""The training loop end to end on the digits data: outputs, resume equality, errors."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from configs import ce_cifar
+from lt_jax import checkpointing
+from lt_jax import train
+
+
+def smoke_config(**overrides):
+  config = ce_cifar.get_config("smoke")
+  config.train.epochs = 2
+  config.train.plots = False
+  for name, value in overrides.items():
+    section, field = name.split("__")
+    config[section][field] = value
+  return config
+
+
+def final_state(config, workdir):
+  run = train.setup(config, workdir)
+  assert run.start_epoch == config.train.epochs
+  return run.state
+
+
+def test_smoke_run_writes_outputs(tmp_path):
+  config = smoke_config(train__plots=True)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert 0 <= summary["final_top1_error"] <= 100
+  assert summary["best_top1_error"] <= summary["final_top1_error"]
+  assert len(summary["final_per_class_recall"]) == 10
+  for name in ("summary.json", "config.json", "data_selection.json", "metrics.jsonl"):
+    assert (tmp_path / name).exists(), name
+  for name in ("train_labels", "per_class_recall", "confusion", "learning_curves"):
+    assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 0
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["epoch"] for r in records if r["kind"] == "train"] == [1, 2]
+  assert all(r["compiles"] == 1 for r in records if r["kind"] == "train")
+  assert os.listdir(tmp_path / "tensorboard")
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path):
+  straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
+  train.train_and_evaluate(smoke_config(), straight)
+  train.train_and_evaluate(smoke_config(train__epochs=1), interrupted)  # "killed" after epoch 1
+  train.train_and_evaluate(smoke_config(), interrupted)  # same command again: resumes
+  a, b = final_state(smoke_config(), straight), final_state(smoke_config(), interrupted)
+  chex.assert_trees_all_equal(a.params, b.params)
+  chex.assert_trees_all_equal(a.batch_stats, b.batch_stats)
+  chex.assert_trees_all_equal(a.opt_state, b.opt_state)
+  assert int(a.step) == int(b.step) > 0
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  train.train_and_evaluate(smoke_config(train__epochs=1), str(tmp_path))
+  with pytest.raises(train.NonFiniteLossError, match="epoch 2"):
+    train.train_and_evaluate(smoke_config(optim__lr=1e30, optim__warmup_epochs=0), str(tmp_path))
+  assert checkpointing.manager(str(tmp_path), 2).latest_step() == 1
+
+
+def test_batch_larger_than_data_is_an_error(tmp_path):
+  with pytest.raises(ValueError, match="train.batch_size"):
+    train.setup(smoke_config(train__batch_size=100_000), str(tmp_path))
+
+
+def test_bad_fields_are_named(tmp_path):
+  with pytest.raises(ValueError, match="config.method"):
+    train.setup(_with(method="nope"), str(tmp_path))
+  with pytest.raises(ValueError, match="augment.pad_mode"):
+    train.setup(smoke_config(augment__pad_mode="wrap"), str(tmp_path))
+  with pytest.raises(ValueError, match="optim.decay_epochs"):
+    train.setup(smoke_config(optim__decay_epochs=(3, 1)), str(tmp_path))
+
+
+def _with(**top_level):
+  config = smoke_config()
+  for name, value in top_level.items():
+    config[name] = value
+  return config
+
+
+def test_learning_rate_schedule_matches_ldam_recipe():
+  from lt_jax import optim
+  config = ce_cifar.get_config()
+  lr = optim.learning_rate_schedule(config.optim, steps_per_epoch=97)
+  epochs = np.array([0, 1, 4, 5, 159, 160, 179, 180, 199])
+  got = np.array([float(lr(e * 97 + 3)) for e in epochs])
+  want = np.array([0.02, 0.04, 0.1, 0.1, 0.1, 1e-3, 1e-3, 1e-5, 1e-5])
+  np.testing.assert_allclose(got, want, rtol=1e-6)
