@@ -36,7 +36,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet32"  # resnet{6n+2} (CIFAR, option-A) | resnet18 | resnet34 | lenet
-  c.model.width = 0  # base width; 0 = the model's own (16 for CIFAR ResNets, 64 for 18/34, 32 LeNet)
+  c.model.width = 0  # base width; 0 = the model's own (16 for CIFAR ResNets, 64 for 18/34, 6 LeNet)
   c.model.classifier = "linear"  # linear | cosine (LDAM's normed linear, no bias)
 
   c.loss = ml_collections.ConfigDict()

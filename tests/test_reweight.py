@@ -70,7 +70,7 @@ def test_cbmeta_eps_gradient_is_minus_lr_times_gradient_dot_products(x64, reduct
   w_y = jnp.asarray(losses.class_balanced_weights(ctx.class_counts, 0.9999))[batch["labels"]]
   _, grad_eps = reweight.eps_gradient(state, batch, ctx, w_y, reduction)
 
-  alpha = ctx.lr_fn(state.step)
+  alpha = jnp.asarray(ctx.lr_fn(state.step), jnp.float64)  # alpha * scale in float64, not float32
   def sample_loss(params, image, label):
     logits, _ = ts.forward(ctx.model, params, {}, image[None], train=True)
     return losses.cross_entropy(logits, label[None])[0]

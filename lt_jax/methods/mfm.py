@@ -125,7 +125,7 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, phase="meta"):
       updates, opt_state = meta_optimizer(ctx.config).update(grad_phi, state.meta["opt_state"], phi)
       phi = optax.apply_updates(phi, updates)
       new_meta = {"phi": phi, "opt_state": opt_state}
-    metrics = {"meta_loss": meta_loss, "meta_grad_norm": optax.global_norm(grad_phi)}
+    metrics = {"meta_loss": meta_loss, "meta_grad_norm": optax.tree.norm(grad_phi)}
 
   modulation = jax.lax.stop_gradient(modulation_for(phi, soft_labels, ids, ctx))
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(training_loss, has_aux=True)(

@@ -72,7 +72,7 @@ def eps_gradient(state, batch, ctx, sample_weights, reduction: str):
     weighted = values * (sample_weights + eps)
     return jnp.sum(weighted) if reduction == "sum" else jnp.mean(weighted)
 
-  eps = jnp.zeros(batch["labels"].shape, jnp.float32)
+  eps = jnp.zeros(batch["labels"].shape, jnp.result_type(sample_weights, *jax.tree.leaves(state.params)))
   return meta.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params, eps,
                             ctx.lr_fn(state.step))
 
@@ -88,8 +88,7 @@ def l2rw_weights(grad_eps):
 
 def l2rw_step(state, batch, ctx, phase=None):
   del phase
-  ones = jnp.ones(batch["labels"].shape, jnp.float32)
-  meta_loss, grad_eps = eps_gradient(state, batch, ctx, 0.0 * ones, "sum")
+  meta_loss, grad_eps = eps_gradient(state, batch, ctx, 0.0, "sum")
   weights = l2rw_weights(grad_eps)
   state, metrics = weighted_step(state, batch, ctx, lambda _: weights)
   metrics.update(meta_loss=meta_loss, zero_weight_fraction=jnp.mean(weights == 0))
