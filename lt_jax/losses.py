@@ -49,9 +49,16 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
-def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
-  """sum_i w_i v_i / sum_i w_i (PyTorch weighted-CE 'mean'; a plain mean when w = 1)."""
-  return jnp.sum(weights * values) / jnp.sum(weights)
+def weighted_mean(values: jax.Array, weights: jax.Array, axis_name: str | None = None) -> jax.Array:
+  """sum_i w_i v_i / sum_i w_i (PyTorch weighted-CE 'mean'; a plain mean when w = 1).
+
+  With ``axis_name`` (inside shard_map) the denominator is the device mean of the local sums, so
+  the device mean of the result is the weighted mean over the global batch.
+  """
+  total = jnp.sum(weights)
+  if axis_name:
+    total = jax.lax.pmean(total, axis_name)
+  return jnp.sum(weights * values) / total
 
 
 def class_balanced_weights(counts, beta: float) -> np.ndarray:

@@ -37,6 +37,17 @@ class Context:
   class_counts: np.ndarray  # n_c of the long-tailed training set
   steps_per_epoch: int
   num_train: int
+  axis_name: str | None = None  # the data-parallel mesh axis inside shard_map; None on one device
+
+
+def device_mean(tree, ctx: Context):
+  """Mean over the data-parallel devices (``lax.pmean``); the identity on one device."""
+  return jax.lax.pmean(tree, ctx.axis_name) if ctx.axis_name else tree
+
+
+def device_sum(tree, ctx: Context):
+  """Sum over the data-parallel devices (``lax.psum``); the identity on one device."""
+  return jax.lax.psum(tree, ctx.axis_name) if ctx.axis_name else tree
 
 
 def forward(model: nn.Module, params, batch_stats, images, *, train: bool, **kwargs):
@@ -55,7 +66,13 @@ def forward(model: nn.Module, params, batch_stats, images, *, train: bool, **kwa
 
 
 def apply_gradients(state: TrainState, ctx: Context, grads, batch_stats, **changes) -> TrainState:
-  """The real update of w: optimiser step, new running statistics, step + 1."""
+  """The real update of w: optimiser step, new running statistics, step + 1.
+
+  On several devices ``grads`` are each device's gradient of its share of the loss (a loss whose
+  device mean is the global loss) and are averaged here; BatchNorm normalises with per-device
+  batch statistics, and the running statistics are averaged so the state stays replicated.
+  """
+  grads, batch_stats = device_mean((grads, batch_stats), ctx)
   updates, opt_state = ctx.tx.update(grads, state.opt_state, state.params)
   return state.replace(
       step=state.step + 1,

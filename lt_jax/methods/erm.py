@@ -37,7 +37,7 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, phase=None):
   def loss_fn(params):
     logits, batch_stats = ts.forward(ctx.model, params, state.batch_stats, batch["images"], train=True)
     values, weights = per_sample_loss(logits, batch["labels"], class_weights)
-    return losses.weighted_mean(values, weights), (logits, batch_stats)
+    return losses.weighted_mean(values, weights, ctx.axis_name), (logits, batch_stats)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   metrics = ts.classification_metrics(logits, batch["labels"], loss)

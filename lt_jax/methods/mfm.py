@@ -102,7 +102,7 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, phase="meta"):
   def training_loss(params, modulation, batch_stats):
     logits, batch_stats = ts.forward(model, params, batch_stats, images, train=True, modulation=modulation)
     values, weights = per_sample_loss(logits, labels, class_weights)
-    return losses.weighted_mean(values, weights), (logits, batch_stats)
+    return losses.weighted_mean(values, weights, ctx.axis_name), (logits, batch_stats)
 
   unmodulated_logits, _ = ts.forward(model, state.params, state.batch_stats, images, train=True)
   soft_labels = jax.lax.stop_gradient(jax.nn.softmax(unmodulated_logits))
