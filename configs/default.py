@@ -12,9 +12,9 @@ import ml_collections
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the default config (cross-entropy on CIFAR-10-LT, IF 100, ResNet-32)."""
   c = ml_collections.ConfigDict()
-  c.method = "erm"  # erm | l2rw | mwnet | cbmeta | mfm | fsa
+  c.method = "erm"  # erm | l2rw | mwnet | cbmeta | mfm | fsa | crt | tau_norm | lws
   c.seed = 0  # model init and training randomness (augmentation, batch order)
-  c.replicas = 1  # independent models trained side by side (scale issue)
+  c.replicas = 1  # R > 1: R independent models (seeds seed..seed+R-1) vmapped in one program
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "cifar10"  # TFDS catalog name, or a label for a folder / zip
@@ -28,6 +28,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.dataset.seed = 0  # seed of the long-tailed and meta selections
   c.dataset.test = "balanced"  # balanced | test1 | test2 (MFM appendix C.1 imbalanced test sets)
   c.dataset.test_imbalance = 10.0  # IF of test1 / test2
+  # Large-scale sources split_file | inat_json | inat_tfds (lt_jax.data.large_scale): the split
+  # ships with the data, so imbalance / profile / protocol do not apply; dataset.path = image root.
+  c.dataset.train_list = ""  # split file, iNat JSON or TFDS split; relative to cwd or dataset.path
+  c.dataset.val_list = ""  # optional; meta.strategy='meta' draws meta.per_class per class from it
+  c.dataset.test_list = ""
+  c.dataset.check_files = True  # check that every listed image exists before training
+  c.dataset.miniature = ""  # lt_jax.data.miniature format written at dataset.path if absent (:smoke)
+  c.dataset.sampler = "instance"  # instance | class_balanced | sqrt | reversed (lt_jax.data.samplers)
 
   c.meta = ml_collections.ConfigDict()
   c.meta.strategy = "none"  # none | meta (disjoint, from the full split) | development (copies of LT train)
@@ -38,6 +46,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model.name = "resnet32"  # resnet{6n+2} (CIFAR, option-A) | resnet18 | resnet34 | lenet
   c.model.width = 0  # base width; 0 = the model's own (16 for CIFAR ResNets, 64 for 18/34, 6 LeNet)
   c.model.classifier = "linear"  # linear | cosine (LDAM's normed linear, no bias)
+  c.model.init_checkpoint = ""  # converted torchvision weights (lt_jax.models.convert_torchvision)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "ce"  # ce | focal | ldam
@@ -74,6 +83,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.augment.mean = ()  # per-channel mean in [0, 1]; () = computed from the training images
   c.augment.std = ()
 
+  c.loader = ml_collections.ConfigDict()  # streaming input pipeline (lt_jax.data.large_scale)
+  c.loader.workers = -1  # decoding processes; -1 = one per CPU core, 0 = in the training process
+  c.loader.prefetch = 2  # batches buffered per worker
+  c.loader.min_crop_area = 0.08  # random-resized-crop area range [min, 1] of the image
+  c.loader.eval_crop_ratio = 0.875  # eval: resize the shorter side to S / ratio, centre crop S
+
   # Method groups: read only by their method.
   c.mwnet = ml_collections.ConfigDict()
   c.mwnet.hidden = 100  # V-net 1 -> hidden -> 1, sigmoid output
@@ -102,6 +117,43 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.mfm.lr = 1e-3  # eta, fixed
   c.mfm.load_modulator = ""  # a run's workdir (or its modulator/ folder): train with it frozen
   c.mfm.tsne_samples = 1000  # test samples in the gamma / beta t-SNE plots (0 = none)
+
+  # Phase II on a frozen phase-I network (FSA, decoupled classifiers): see docs/fsa.md, decoupling.md.
+  c.fsa = ml_collections.ConfigDict()
+  c.fsa.phase1_workdir = ""  # a finished run's workdir; "" = train phase I first in WORKDIR/phase1
+  c.fsa.phase1_method = "erm"  # the phase-I method when phase1_workdir is "" (any one-phase method)
+  c.fsa.mode = "fsa"  # fsa (synthesised tail features) | balanced (control: half tail, half head, no synthesis)
+  c.fsa.tau_s = 0.8  # class-specific part: CAM > tau_s
+  c.fsa.tau_g = 0.2  # class-generic part: CAM < tau_g (tau_g < tau_s)
+  c.fsa.cam_relu = True  # ReLU before min-max normalising the CAM (Grad-CAM)
+  c.fsa.head_ratio = 0.9  # h_r: head = smallest set of largest classes holding >= h_r of the samples
+  c.fsa.num_confusing = 3  # N_f confusing classes per tail class
+  c.fsa.confusion = "paper"  # paper (top S[t, j]: t's samples score j) | transposed (top S[j, t])
+  c.fsa.num_augment = 3  # N_a confusing samples (so synthesised maps) per tail sample
+  c.fsa.stage = -1  # augment after this stage; -1 = the last (before pooling); 1, 2, ... earlier (Fig. 9)
+  c.fsa.image_augment = True  # crop / flip (phase I's augment fields) on phase-II images
+  c.fsa.batch_size = 128  # 2 N_t (1 + N_a): N_t = batch_size // (2 (1 + N_a)) tail samples
+  c.fsa.steps = 6400  # fine-tuning iterations of the classifier (backbone frozen)
+  c.fsa.eval_every = 800  # test evaluation and checkpoint every this many iterations (divides steps)
+  c.fsa.lr = 1e-3  # fixed learning rate (schedule constant)
+  c.fsa.schedule = "constant"  # constant | cosine
+  c.fsa.momentum = 0.9
+  c.fsa.weight_decay = 0.0
+
+  c.decouple = ml_collections.ConfigDict()  # method crt | tau_norm | lws (Kang et al. 2020)
+  c.decouple.phase1_workdir = ""  # a finished run's workdir; "" = train phase I first in WORKDIR/phase1
+  c.decouple.phase1_method = "erm"  # the phase-I method when phase1_workdir is ""
+  c.decouple.tau = 1.0  # tau_norm: W_c / ||W_c||^tau (0 = unchanged, 1 = unit norms)
+  c.decouple.sampler = "class_balanced"  # crt / lws batches: class_balanced | instance (control)
+  c.decouple.reinit = True  # crt: re-initialise the classifier before re-training (False: start from phase I's)
+  c.decouple.image_augment = True  # crop / flip (phase I's augment fields) on phase-II images
+  c.decouple.batch_size = 128
+  c.decouple.steps = 1000  # crt / lws iterations (~10 CIFAR-10-LT IF 100 epochs at batch 128); tau_norm: 0
+  c.decouple.eval_every = 250  # test evaluation and checkpoint every this many iterations (divides steps)
+  c.decouple.lr = 0.05  # Kang et al.'s 0.2 at batch 512, scaled to batch 128
+  c.decouple.schedule = "cosine"  # constant | cosine (to 0 over steps)
+  c.decouple.momentum = 0.9
+  c.decouple.weight_decay = 5e-4
 
   if arg:
     apply_args(c, arg)
@@ -140,6 +192,10 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.cbmeta.start_epoch = min(c.cbmeta.start_epoch, 1)
   c.mfm.hidden = min(c.mfm.hidden, 16)
   c.mfm.tsne_samples = min(c.mfm.tsne_samples, 100)
+  for group in (c.fsa, c.decouple):
+    group.batch_size = min(group.batch_size, 32)
+    group.steps = min(group.steps, 40)
+    group.eval_every = min(group.eval_every, 20)
   if c.loss.drw_epoch > 0:
     c.loss.drw_epoch = 1
   return c

@@ -1,6 +1,7 @@
 """Command line: ``python -m lt_jax.main --config=configs/X.py[:smoke] --workdir=DIR [--config.a.b=v]``.
 
-Kept short: flags, optional multi-host initialisation, then ``train.train_and_evaluate``.
+Kept short: flags, optional multi-host initialisation, then ``train.train_and_evaluate`` (or, for
+a two-phase method such as FSA or cRT, the method's own ``run(config, workdir)``).
 Re-running the same command on the same workdir resumes from the latest checkpoint.
 """
 
@@ -31,10 +32,13 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   logging.info("process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
+  from lt_jax import methods  # pylint: disable=g-import-not-at-top
   from lt_jax import train  # pylint: disable=g-import-not-at-top
 
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    method = methods.get_method(_CONFIG.value.method)
+    run = method.run if hasattr(method, "run") else train.train_and_evaluate
+    run(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FileNotFoundError, NotImplementedError, train.NonFiniteLossError) as e:
     sys.exit(f"error: {e}")
 

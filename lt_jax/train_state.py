@@ -37,12 +37,18 @@ class Context:
   class_counts: np.ndarray  # n_c of the long-tailed training set
   steps_per_epoch: int
   num_train: int
+  train_labels: np.ndarray | None = None  # y of the training set (class-aware samplers)
   axis_name: str | None = None  # the data-parallel mesh axis inside shard_map; None on one device
 
 
 def device_mean(tree, ctx: Context):
   """Mean over the data-parallel devices (``lax.pmean``); the identity on one device."""
   return jax.lax.pmean(tree, ctx.axis_name) if ctx.axis_name else tree
+
+
+def device_count(ctx: Context) -> int:
+  """D, the number of data-parallel devices (1 outside shard_map)."""
+  return jax.lax.axis_size(ctx.axis_name) if ctx.axis_name else 1
 
 
 def device_sum(tree, ctx: Context):

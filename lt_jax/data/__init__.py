@@ -2,6 +2,9 @@
 
 ``load(config)`` reads ``config.dataset`` and ``config.meta``: the full splits come from
 ``sources`` (TFDS catalog, image folder / zip, or digits), the selection from ``longtail``.
+Large-scale sources (``split_file``, ``inat_json``, ``inat_tfds``: ImageNet-LT, Places-LT,
+iNaturalist) ship their long-tailed split; ``large_scale`` reads it (and streams it for full-size
+runs), and ``load`` keeps it as listed, decoding it at ``dataset.image_size``.
 ``augment`` holds the on-device (JAX) training and evaluation transforms.
 """
 
@@ -13,6 +16,7 @@ import numpy as np
 
 from lt_jax.data import longtail
 from lt_jax.data import sources
+from lt_jax.data import split_lists
 
 SPLIT_NAMES = ("train", "meta", "test")
 SELECTION_FILE = "data_selection.json"
@@ -65,9 +69,10 @@ class LongTailData:
 def check_config(config) -> None:
   """Raises ValueError naming the first bad ``dataset.*`` / ``meta.*`` field."""
   dataset, meta = config.dataset, config.meta
-  if dataset.source not in sources.SOURCES:
+  allowed = sources.SOURCES + split_lists.SOURCES
+  if dataset.source not in allowed:
     raise ValueError(f"dataset.source={dataset.source!r} is not allowed; expected one of "
-                     f"{list(sources.SOURCES)}")
+                     f"{list(allowed)}")
   longtail.check_choice("dataset.profile", dataset.profile, longtail.PROFILES)
   longtail.check_choice("dataset.protocol", dataset.protocol, longtail.PROTOCOLS)
   longtail.check_choice("dataset.test", dataset.test, longtail.TEST_SETS)
@@ -102,6 +107,8 @@ def load(config) -> LongTailData:
   """The long-tailed train, meta and test splits that ``config.dataset`` / ``config.meta`` name."""
   check_config(config)
   dataset, meta = config.dataset, config.meta
+  if dataset.source in split_lists.SOURCES:
+    return _load_given_split(config)
   raw = sources.load_source(dataset)
   num_classes = len(raw.class_names)
   for what, labels in (("train", raw.train_labels), ("test", raw.test_labels)):
@@ -120,6 +127,29 @@ def load(config) -> LongTailData:
       class_names=raw.class_names,
       name=dataset.name,
       settings=_settings(config))
+
+
+def _load_given_split(config) -> LongTailData:
+  """A published long-tailed split decoded in memory: train as listed (dataset.imbalance, profile
+  and protocol do not apply), meta set per ``meta.strategy`` (``split_lists.select_meta``)."""
+  from lt_jax.data import large_scale  # pylint: disable=g-import-not-at-top  (imports grain)
+  dataset, meta = config.dataset, config.meta
+  splits, arrays = large_scale.load_source_data(dataset)
+  num_classes = splits.num_classes
+  meta_split, meta_indices = split_lists.select_meta(
+      arrays["train_labels"], arrays["val_labels"], num_classes, strategy=meta.strategy,
+      per_class=meta.per_class, seed=dataset.seed)
+  meta_split = meta_split or "train"
+  test = longtail.select_test(arrays["test_labels"], num_classes, test=dataset.test,
+                              test_imbalance=dataset.test_imbalance, seed=dataset.seed)
+  return LongTailData(
+      train=_split(arrays["train_images"], arrays["train_labels"],
+                   np.arange(len(arrays["train_labels"]))),
+      meta=_split(arrays[f"{meta_split}_images"], arrays[f"{meta_split}_labels"], meta_indices),
+      test=_split(arrays["test_images"], arrays["test_labels"], test),
+      class_names=splits.class_names,
+      name=dataset.name,
+      settings={**_settings(config), "meta.from": meta_split})
 
 
 def save_selection(data: LongTailData, workdir: str) -> str:

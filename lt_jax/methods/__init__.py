@@ -10,6 +10,10 @@ A method module defines:
 * ``train_step(state, batch, ctx, phase) -> (state, metrics)``: a pure step. ``batch`` holds
   ``images`` (normalised, augmented), ``labels``, ``ids`` (sample ids in the training set) and, for
   meta methods, ``meta_images`` and ``meta_labels``.
+
+A two-phase method (FSA, the decoupled classifiers) instead defines ``run(config, workdir) ->
+summary``: it loads or trains its phase-I run and fine-tunes on it (``lt_jax.finetune``);
+``lt_jax.main`` calls it in place of ``train.train_and_evaluate``.
 """
 
 import importlib
@@ -23,6 +27,9 @@ METHODS = {
     "cbmeta": "reweight",
     "mfm": "mfm",
     "fsa": "fsa",
+    "crt": "decouple",
+    "tau_norm": "decouple",
+    "lws": "decouple",
 }
 
 

@@ -117,9 +117,9 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, phase="meta"):
       return jnp.mean(losses.cross_entropy(logits, batch["meta_labels"]))
 
     meta_loss, grad_phi = meta.hypergradient(inner_loss, outer_loss, state.params, phi,
-                                             ctx.lr_fn(state.step))
-    if ctx.config.mfm.generator == "per_sample":
-      phi = phi.at[ids].add(-ctx.config.mfm.lr * grad_phi[ids])
+                                             ctx.lr_fn(state.step), axis_name=ctx.axis_name)
+    if ctx.config.mfm.generator == "per_sample":  # plain SGD; grad_phi is 0 outside the batch's rows
+      phi = phi - ctx.config.mfm.lr * grad_phi
       new_meta = {"phi": phi}
     else:
       updates, opt_state = meta_optimizer(ctx.config).update(grad_phi, state.meta["opt_state"], phi)

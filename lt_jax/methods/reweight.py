@@ -52,12 +52,15 @@ def meta_loss_fn(state, batch, ctx):
   return outer_loss
 
 
-def weighted_step(state, batch, ctx, weight_fn, **changes):
-  """The real update on sum_i s_i l_i, with s = weight_fn(l) treated as constants."""
+def weighted_step(state, batch, ctx, weight_fn, normalise: bool = True, **changes):
+  """The real update on sum_i s_i l_i / sum_i s_i (or / B when not ``normalise``), sums over the
+  global batch, with s = weight_fn(l) held constant."""
   def loss_fn(params):
     values, logits, batch_stats = training_losses(state, batch, ctx, params)
     weights = jax.lax.stop_gradient(weight_fn(values))
-    return jnp.sum(weights * values), (logits, batch_stats, weights)
+    loss = (losses.weighted_mean(values, weights, ctx.axis_name) if normalise
+            else jnp.mean(weights * values))
+    return loss, (logits, batch_stats, weights)
 
   (loss, (logits, batch_stats, weights)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   metrics = ts.classification_metrics(logits, batch["labels"], loss)
@@ -67,29 +70,31 @@ def weighted_step(state, batch, ctx, weight_fn, **changes):
 
 def eps_gradient(state, batch, ctx, sample_weights, reduction: str):
   """(L_meta(w_hat), dL_meta/deps at eps = 0) for inner = reduce_i l_i (s_i + eps_i)."""
-  def inner_loss(params, eps):
+  def inner_loss(params, eps):  # this device's share: D * local sum, or the local mean
     values, _, _ = training_losses(state, batch, ctx, params)
     weighted = values * (sample_weights + eps)
-    return jnp.sum(weighted) if reduction == "sum" else jnp.mean(weighted)
+    return jnp.sum(weighted) * ts.device_count(ctx) if reduction == "sum" else jnp.mean(weighted)
 
   eps = jnp.zeros(batch["labels"].shape, jnp.result_type(sample_weights, *jax.tree.leaves(state.params)))
   return meta.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params, eps,
-                            ctx.lr_fn(state.step))
+                            ctx.lr_fn(state.step), axis_name=ctx.axis_name, per_device_hparams=True)
 
 
 # --- L2RW ------------------------------------------------------------------------------------------
 
-def l2rw_weights(grad_eps):
-  """w_i = max(-g_i, 0) / sum_j max(-g_j, 0); uniform 1/B when every w_i is 0."""
+def l2rw_weights(grad_eps, axis_name=None):
+  """w_i = max(-g_i, 0) / sum_j max(-g_j, 0) over the global batch; uniform 1/B when all are 0."""
   w = jnp.maximum(-grad_eps, 0.0)
-  total = jnp.sum(w)
-  return jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), 1.0 / w.shape[0])
+  total, count = jnp.sum(w), w.shape[0]
+  if axis_name:
+    total, count = jax.lax.psum(total, axis_name), count * jax.lax.axis_size(axis_name)
+  return jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), 1.0 / count)
 
 
 def l2rw_step(state, batch, ctx, phase=None):
   del phase
   meta_loss, grad_eps = eps_gradient(state, batch, ctx, 0.0, "sum")
-  weights = l2rw_weights(grad_eps)
+  weights = l2rw_weights(grad_eps, ctx.axis_name)
   state, metrics = weighted_step(state, batch, ctx, lambda _: weights)
   metrics.update(meta_loss=meta_loss, zero_weight_fraction=jnp.mean(weights == 0))
   return state, metrics
@@ -115,10 +120,6 @@ class WeightNet(nn.Module):
     return nn.sigmoid(h[:, 0])
 
 
-def normalised(v):
-  """v / sum(v) (v unchanged when the sum is 0, as the official code)."""
-  total = jnp.sum(v)
-  return v / jnp.where(total == 0, 1.0, total)
 
 
 def mwnet_optimizer(config):
@@ -137,15 +138,15 @@ def mwnet_step(state, batch, ctx, phase=None):
   vnet = WeightNet(ctx.config.mwnet.hidden)
 
   def weights(theta, values):
-    return normalised(vnet.apply({"params": theta}, values))
+    return vnet.apply({"params": theta}, values)
 
-  def inner_loss(params, theta):
+  def inner_loss(params, theta):  # sum_i l_i v_i / sum_j v_j (normalised over the global batch)
     values, _, _ = training_losses(state, batch, ctx, params)
-    return jnp.sum(values * weights(theta, values))
+    return losses.weighted_mean(values, weights(theta, values), ctx.axis_name)
 
   theta = state.meta["theta"]
   meta_loss, grad_theta = meta.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params,
-                                             theta, ctx.lr_fn(state.step))
+                                             theta, ctx.lr_fn(state.step), axis_name=ctx.axis_name)
   updates, opt_state = mwnet_optimizer(ctx.config).update(grad_theta, state.meta["opt_state"], theta)
   theta = optax.apply_updates(theta, updates)
   state, metrics = weighted_step(state, batch, ctx, lambda values: weights(theta, values),
@@ -172,14 +173,14 @@ def cbmeta_step(state, batch, ctx, phase="meta"):
   weights = w_y + eps
   if cfg.clip_weights:
     weights = jnp.maximum(weights, 0.0)
-  state, metrics = weighted_step(state, batch, ctx, lambda values: weights / values.shape[0])
+  state, metrics = weighted_step(state, batch, ctx, lambda _: weights, normalise=False)
   metrics.update(meta_loss=meta_loss, eps_abs_mean=jnp.mean(jnp.abs(eps)))
   return state, metrics
 
 
 def plain_step(state, batch, ctx):
   """The pre-training phase: the unweighted mean base loss."""
-  return weighted_step(state, batch, ctx, lambda values: jnp.full_like(values, 1.0 / values.shape[0]))
+  return weighted_step(state, batch, ctx, jnp.ones_like)
 
 
 def _needs_meta_data(config):

@@ -16,8 +16,12 @@ import numpy as np
 
 from lt_jax.models import lenet
 from lt_jax.models import resnet_cifar
+from lt_jax.models import resnet_imagenet
 
 MODEL_NAMES = ("resnet{6n+2} (resnet8, resnet20, resnet32, resnet56, ...)", "resnet18", "resnet34", "lenet")
+# 224-pixel backbones (resnet_imagenet): ImageNet ResNets and VGG-11, torchvision layout.
+IMAGENET_MODEL_NAMES = tuple(f"resnet{d}_imagenet" for d in resnet_imagenet.RESNET_DEPTHS) + (
+    "vgg11", "vgg11_bn")
 DEFAULT_WIDTHS = {"resnet_cifar": 16, "resnet18": 64, "resnet34": 64, "lenet": lenet.BASE_WIDTH}
 
 
@@ -45,11 +49,16 @@ def get_model(model_config, num_classes: int, dtype: Optional[Any] = None) -> nn
   if name in ("resnet18", "resnet34"):
     build = resnet_cifar.resnet18 if name == "resnet18" else resnet_cifar.resnet34
     return build(width=width or DEFAULT_WIDTHS[name], **kwargs)
+  imagenet = re.fullmatch(r"resnet(\d+)_imagenet", name)
+  if imagenet and int(imagenet.group(1)) in resnet_imagenet.RESNET_DEPTHS:
+    return resnet_imagenet.imagenet_resnet(int(imagenet.group(1)), width=width or 64, **kwargs)
+  if name in ("vgg11", "vgg11_bn"):
+    return resnet_imagenet.vgg11(width=width or 64, batch_norm=name == "vgg11_bn", **kwargs)
   match = re.fullmatch(r"resnet(\d+)", name)
   if match:
     return resnet_cifar.cifar_resnet(int(match.group(1)), width=width or DEFAULT_WIDTHS["resnet_cifar"],
                                      **kwargs)
-  raise ValueError(f"model.name={name!r} is unknown; expected one of {list(MODEL_NAMES)}")
+  raise ValueError(f"model.name={name!r} is unknown; expected one of {list(MODEL_NAMES + IMAGENET_MODEL_NAMES)}")
 
 
 def _init(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...]):

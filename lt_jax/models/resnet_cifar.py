@@ -211,22 +211,43 @@ class ResNet(nn.Module):
     return points
 
   @nn.compact
-  def __call__(self, x, train: bool = True, modulation: Modulation = None, return_features: bool = False):
-    """Logits (N, C), or (logits, features) with features the (N, h, w, 4w or 8w) map before GAP."""
+  def __call__(self, x, train: bool = True, modulation: Modulation = None, return_features: bool = False,
+               from_stage: Optional[int] = None, to_stage: Optional[int] = None):
+    """Logits (N, C), or (logits, features) with features the (N, h, w, 4w or 8w) map before GAP.
+
+    ``from_stage`` / ``to_stage`` run part of the network (FSA augments after a stage, Chu et al.
+    Fig. 9): with ``to_stage=k`` the output is the map after stage k (k = 0: the stem) instead of
+    logits; with ``from_stage=k`` the input ``x`` is such a map and stages k+1, ... run on it
+    (None: ``x`` is an image).
+    ``model.apply(v, model.apply(v, x, to_stage=k), from_stage=k)`` equals ``model.apply(v, x)``.
+    """
     check_modulation(modulation, self.modulation_points())
     if self.shortcut not in SHORTCUTS:
       raise ValueError(f"shortcut={self.shortcut!r} is unknown; expected one of {list(SHORTCUTS)}")
+    num_stages = len(self.stage_sizes)
+    first = -1 if from_stage is None else from_stage  # -1: start from the image
+    if (from_stage is not None and not 0 <= from_stage <= num_stages) or (
+        to_stage is not None and not max(first, 0) <= to_stage <= num_stages):
+      raise ValueError(f"from_stage={from_stage}, to_stage={to_stage}: need 0 <= from_stage <= to_stage "
+                       f"<= {num_stages} (the stages of this model; 0 = the stem)")
     if self.dtype is not None:
       x = jnp.asarray(x, self.dtype)
-    x = conv3x3(self.width, 1, self.dtype, "stem_conv")(x)
-    x = nn.relu(batch_norm(train, self.dtype, "stem_bn")(x))
+    if from_stage is None:
+      x = conv3x3(self.width, 1, self.dtype, "stem_conv")(x)
+      x = nn.relu(batch_norm(train, self.dtype, "stem_bn")(x))
     for k, (blocks, planes) in enumerate(zip(self.stage_sizes, self.stage_widths()), start=1):
+      if to_stage is not None and k > to_stage:
+        break
+      if k <= first:
+        continue
       for i in range(blocks):
         last = i == blocks - 1
         conv_modulation = (modulation or {}).get(f"block{k}_conv") if last else None
         x = BasicBlock(planes, stride=2 if (k > 1 and i == 0) else 1, shortcut=self.shortcut,
                        dtype=self.dtype, name=f"stage{k}_block{i}")(x, train, conv_modulation)
       x = modulate(x, modulation, f"block{k}")
+    if to_stage is not None:
+      return x
     features = x
     logits = Classifier(self.num_classes, self.classifier, dtype=self.dtype, name="classifier")(
         jnp.mean(features, axis=(1, 2)))

@@ -1,0 +1,11 @@
+"""Class-balanced meta re-weighting (Jamal et al.) on iNaturalist 2018; recipe, published numbers and assumptions in configs/large_scale.py.
+
+  python -m lt_jax.main --config=configs/cbmeta_inat2018.py --workdir=DIR --config.dataset.path=IMAGE_ROOT
+  python -m lt_jax.main --config=configs/cbmeta_inat2018.py:smoke --workdir=DIR   (generated miniature)
+"""
+
+from configs import large_scale
+
+
+def get_config(arg: str = ""):
+  return large_scale.build("inat2018", "cbmeta", arg)

@@ -1,0 +1,11 @@
+"""Class-balanced meta re-weighting (Jamal et al.) on Places-LT; recipe, published numbers and assumptions in configs/large_scale.py.
+
+  python -m lt_jax.main --config=configs/cbmeta_places_lt.py --workdir=DIR --config.dataset.path=IMAGE_ROOT
+  python -m lt_jax.main --config=configs/cbmeta_places_lt.py:smoke --workdir=DIR   (generated miniature)
+"""
+
+from configs import large_scale
+
+
+def get_config(arg: str = ""):
+  return large_scale.build("places_lt", "cbmeta", arg)

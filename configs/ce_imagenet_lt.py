@@ -1,0 +1,11 @@
+"""Cross-entropy baseline on ImageNet-LT; recipe, published numbers and assumptions in configs/large_scale.py.
+
+  python -m lt_jax.main --config=configs/ce_imagenet_lt.py --workdir=DIR --config.dataset.path=IMAGE_ROOT
+  python -m lt_jax.main --config=configs/ce_imagenet_lt.py:smoke --workdir=DIR   (generated miniature)
+"""
+
+from configs import large_scale
+
+
+def get_config(arg: str = ""):
+  return large_scale.build("imagenet_lt", "ce", arg)

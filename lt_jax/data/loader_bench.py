@@ -1,0 +1,83 @@
+"""Images per second of the streaming 224-px pipeline on generated ImageNet-sized JPEGs.
+
+  python -m lt_jax.data.loader_bench [--images=512] [--workers=0,1,2] [--batch=64] [--size=224]
+
+Writes ``--images`` JPEGs of 500 x 375 pixels (ImageNet's typical size; smooth random content at
+quality 90, ~40-60 kB each) to a temporary folder, then times ``large_scale.TrainLoader``
+(decode + random-resized-crop + flip) and the evaluation loader (decode + centre crop) for each
+worker count, after one warm-up batch. Prints one JSON line per measurement.
+"""
+
+import json
+import os
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+
+from lt_jax.data import large_scale
+from lt_jax.data import split_lists
+
+_IMAGES = flags.DEFINE_integer("images", 512, "Generated JPEGs.")
+_WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "Worker counts to time.")
+_BATCH = flags.DEFINE_integer("batch", 64, "Batch size.")
+_SIZE = flags.DEFINE_integer("size", 224, "Output image size S.")
+_BATCHES = flags.DEFINE_integer("batches", 12, "Timed batches per measurement.")
+
+
+def write_jpegs(folder: str, count: int, width: int = 500, height: int = 375, seed: int = 0):
+  """``count`` smooth random RGB JPEGs; returns their relative paths."""
+  rng = np.random.default_rng(seed)
+  paths = []
+  for i in range(count):
+    small = rng.integers(0, 256, size=(height // 25, width // 25, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+    noise = rng.normal(0, 6, size=(height, width, 3))
+    pixels = np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8)
+    rel = f"img_{i:05d}.jpg"
+    Image.fromarray(pixels).save(os.path.join(folder, rel), quality=90)
+    paths.append(rel)
+  return paths
+
+
+def time_batches(iterator, batches: int, batch_size: int) -> float:
+  """Images per second over ``batches`` batches after one warm-up batch."""
+  next(iterator)
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  return batches * batch_size / (time.perf_counter() - start)
+
+
+def main(argv):
+  del argv
+  with tempfile.TemporaryDirectory() as folder:
+    paths = write_jpegs(folder, _IMAGES.value)
+    labels = np.zeros(len(paths), np.int32)
+    records = split_lists.ImageRecords(labels, split_lists.FileSource(folder, paths, labels),
+                                       "generated")
+    mean_bytes = np.mean([os.path.getsize(os.path.join(folder, p)) for p in paths])
+    for workers in map(int, _WORKERS.value):
+      loader = large_scale.TrainLoader(records, global_batch_size=_BATCH.value,
+                                       image_size=_SIZE.value, seed=0, workers=workers,
+                                       process_index=0, process_count=1)
+      rate = time_batches(loader, _BATCHES.value, _BATCH.value)
+      print(json.dumps({"loader": "train", "workers": workers, "images_per_s": round(rate, 1),
+                        "cpus": os.cpu_count(), "jpeg_kb": round(mean_bytes / 1024, 1),
+                        "size": _SIZE.value, "batch": _BATCH.value}), flush=True)
+      del loader
+    for workers in map(int, _WORKERS.value):
+      start = time.perf_counter()
+      count = sum(int(b["mask"].sum()) for b in large_scale.eval_batches(
+          records, global_batch_size=_BATCH.value, image_size=_SIZE.value, workers=workers,
+          process_index=0, process_count=1))
+      rate = count / (time.perf_counter() - start)
+      print(json.dumps({"loader": "eval", "workers": workers, "images_per_s": round(rate, 1),
+                        "cpus": os.cpu_count()}), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
