@@ -12,7 +12,7 @@ import ml_collections
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the default config (cross-entropy on CIFAR-10-LT, IF 100, ResNet-32)."""
   c = ml_collections.ConfigDict()
-  c.method = "erm"  # erm | l2rw | mwnet | cbmeta | mfm | fsa | crt | tau_norm | lws
+  c.method = "erm"  # erm | l2rw | mwnet | cbmeta | mfm | fsa | crt | tau_norm | lws | posthoc_la | bbn
   c.seed = 0  # model init and training randomness (augmentation, batch order)
   c.replicas = 1  # R > 1: R independent models (seeds seed..seed+R-1) vmapped in one program
 
@@ -43,19 +43,23 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.meta.batch_size = 100  # meta batch size; capped at the meta set size
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "resnet32"  # resnet{6n+2} (CIFAR, option-A) | resnet18 | resnet34 | lenet
+  c.model.name = "resnet32"  # resnet{6n+2} (CIFAR, option-A) | resnet18 | resnet34 | lenet | bbn_resnet{6n+2}
   c.model.width = 0  # base width; 0 = the model's own (16 for CIFAR ResNets, 64 for 18/34, 6 LeNet)
   c.model.classifier = "linear"  # linear | cosine (LDAM's normed linear, no bias)
+  c.model.bbn_branch_blocks = 1  # bbn_resnet*: last-stage blocks each branch owns (1 = BBN's; n = all of stage 3)
+  c.model.bbn_mix_scale = 2.0  # bbn_resnet*: s in z = W^T (s [alpha f_c, (1-alpha) f_r]) + b (2 = BBN code, 1 = paper Eq. 1)
+  c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
   c.model.init_checkpoint = ""  # converted torchvision weights (lt_jax.models.convert_torchvision)
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.name = "ce"  # ce | focal | ldam
+  c.loss.name = "ce"  # ce | focal | ldam | logit_adjust (CE on z + la_tau log pi) | balanced_softmax (CE on z + log n)
   c.loss.reweight = "none"  # none | cb (class-balanced, effective number)
   c.loss.cb_beta = 0.9999  # beta of the effective number (1 - beta^n) / (1 - beta)
   c.loss.drw_epoch = -1  # deferred re-weighting: class weights only from this epoch on; -1 = always
   c.loss.focal_gamma = 1.0  # gamma of the focal loss
   c.loss.ldam_max_m = 0.5  # largest LDAM margin (rarest class)
   c.loss.ldam_s = 30.0  # LDAM logit scale s
+  c.loss.la_tau = 1.0  # logit_adjust: tau in CE(z + tau log pi, y), pi the training class prior
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 0.1  # base learning rate alpha
@@ -144,6 +148,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.decouple.phase1_workdir = ""  # a finished run's workdir; "" = train phase I first in WORKDIR/phase1
   c.decouple.phase1_method = "erm"  # the phase-I method when phase1_workdir is ""
   c.decouple.tau = 1.0  # tau_norm: W_c / ||W_c||^tau (0 = unchanged, 1 = unit norms)
+  c.decouple.la_tau = 1.0  # posthoc_la: logits z - la_tau log pi (bias b - la_tau log pi; 0 = unchanged)
   c.decouple.sampler = "class_balanced"  # crt / lws batches: class_balanced | instance (control)
   c.decouple.reinit = True  # crt: re-initialise the classifier before re-training (False: start from phase I's)
   c.decouple.image_augment = True  # crop / flip (phase I's augment fields) on phase-II images
@@ -179,6 +184,10 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if c.model.name.startswith("resnet"):
     c.model.name = "resnet8"
     c.model.width = 4
+  elif c.model.name.startswith("bbn_resnet"):
+    c.model.name = "bbn_resnet8"
+    c.model.width = 4
+    c.model.bbn_branch_blocks = 1
   elif c.model.name == "lenet":
     c.model.width = 4
     c.dataset.image_size = 28

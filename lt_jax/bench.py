@@ -7,7 +7,6 @@ iteration, images per second, peak device memory and the device kind. Runs tiny 
 ``:smoke``) and at full size on a GPU.
 """
 
-import functools
 import json
 import math
 import os
@@ -18,7 +17,6 @@ import types
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.getcwd())  # configs/*.py import configs/default.py from the repo root
@@ -26,6 +24,7 @@ sys.path.insert(0, os.getcwd())  # configs/*.py import configs/default.py from t
 from ml_collections import config_flags  # noqa: E402
 
 from lt_jax import methods  # noqa: E402
+from lt_jax import parallel  # noqa: E402
 from lt_jax import train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -49,19 +48,24 @@ def synthetic_data(num_train: int, num_meta: int, num_classes: int, image_shape,
                                counts=lambda name: counts)
 
 
-def time_method(config, data, steps: int, repeats: int) -> dict:
-  """Compile time and the fastest ms per iteration of ``config.method``'s epoch function."""
+def time_method(config, data, repeats: int) -> dict:
+  """Compile time and the fastest ms per iteration of ``config.method``'s epoch function.
+
+  The epoch function is the training loop's own (shard_map over all devices, vmap over replicas).
+  """
   method = methods.get_method(config.method)
+  mesh = parallel.data_mesh()
   ctx = train.build_context(config, data)
-  meta_batch = train.meta_batch_size(config, data) if method.needs_meta_data(config) else 0
-  mean, std = np.full(data.train.images.shape[-1], 0.5, np.float32), np.full(data.train.images.shape[-1], 0.25, np.float32)
-  state = train.init_state(config, ctx, method, data.train.images.shape[1:])
-  arrays = train.device_arrays(data, meta_batch)
-  epoch_fn = jax.jit(functools.partial(train.run_epoch, ctx=ctx, method=method, mean=mean, std=std,
-                                       meta_batch=meta_batch), static_argnames="phase", donate_argnums=0)
+  meta_batch = train.meta_batch_size(config, data, mesh.size) if method.needs_meta_data(config) else 0
+  channels = data.train.images.shape[-1]
+  state = parallel.replicate(train.init_replicas(config, ctx, method, data.train.images.shape[1:]), mesh)
+  run = train.Run(data, ctx, method, state, mngr=None, start_epoch=0, mean=np.full(channels, 0.5, np.float32),
+                  std=np.full(channels, 0.25, np.float32), meta_batch=meta_batch, mesh=mesh)
+  arrays = train.device_arrays(data, meta_batch, mesh)
+  epoch_fn = train.make_epoch_fn(run, mesh)
   phase = method.phase(config.train.epochs - 1, ctx)  # the last epoch's phase: the meta phase if any
   started = time.perf_counter()
-  compiled = epoch_fn.lower(state, arrays, phase=phase).compile()
+  compiled = epoch_fn.lower(state, arrays, phase).compile()
   compile_seconds = time.perf_counter() - started
   state, _ = compiled(state, arrays)
   jax.block_until_ready(state)
@@ -72,9 +76,10 @@ def time_method(config, data, steps: int, repeats: int) -> dict:
     jax.block_until_ready((state, metrics))
     best = min(best, time.perf_counter() - started)
   ms = 1000 * best / ctx.steps_per_epoch
-  return {"method": config.method, "phase": phase, "compile_seconds": round(compile_seconds, 2),
+  return {"method": config.method, "phase": phase, "replicas": config.replicas,
+          "compute_dtype": config.model.dtype, "compile_seconds": round(compile_seconds, 2),
           "ms_per_iteration": round(ms, 3),
-          "images_per_second": round(config.train.batch_size / (ms / 1000), 1)}
+          "images_per_second": round(config.replicas * config.train.batch_size / (ms / 1000), 1)}
 
 
 def benchmark(config, steps: int, repeats: int, image_shape, num_classes: int) -> dict:
@@ -84,12 +89,12 @@ def benchmark(config, steps: int, repeats: int, image_shape, num_classes: int) -
   plain = config.copy_and_resolve_references()
   with plain.unlocked():
     plain.method, plain.loss.name, plain.loss.reweight = "erm", "ce", "none"
-  results = {"plain": time_method(plain, data, steps, repeats)}
+  results = {"plain": time_method(plain, data, repeats)}
   if config.method != "erm":
     if config.meta.strategy == "none":
       with config.unlocked():
         config.meta.strategy = "meta"
-    results["method"] = time_method(config, data, steps, repeats)
+    results["method"] = time_method(config, data, repeats)
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
   return {

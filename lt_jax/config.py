@@ -12,10 +12,11 @@ from lt_jax.data import samplers
 CHOICES = {
     "augment.pad_mode": ("constant", "reflect"),
     "model.classifier": ("linear", "cosine"),
-    "loss.name": ("ce", "focal", "ldam"),
+    "loss.name": ("ce", "focal", "ldam", "logit_adjust", "balanced_softmax"),
     "loss.reweight": ("none", "cb"),
     "cbmeta.lookahead_reduction": ("sum", "mean"),
     "dataset.sampler": samplers.SAMPLERS,
+    "model.dtype": ("float32", "bfloat16"),
 }
 POSITIVE = ("train.batch_size", "train.epochs", "train.eval_every_epochs",
             "train.checkpoint_every_epochs", "train.keep_checkpoints", "train.eval_batch_size",
@@ -34,7 +35,9 @@ def field(config: ml_collections.ConfigDict, name: str):
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ValueError naming the first bad field and what was expected; returns the config."""
-  methods.get_method(config.method)
+  method = methods.get_method(config.method)
+  if hasattr(method, "validate_config"):
+    method.validate_config(config)
   for name, allowed in CHOICES.items():
     if field(config, name) not in allowed:
       raise ValueError(f"{name}={field(config, name)!r} is not allowed; expected one of {list(allowed)}")
@@ -55,6 +58,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     validate_phase2(config, "decouple")
     if not config.decouple.tau >= 0:
       raise ValueError(f"decouple.tau={config.decouple.tau!r} must be >= 0")
+    if not config.decouple.la_tau >= 0:
+      raise ValueError(f"decouple.la_tau={config.decouple.la_tau!r} must be >= 0")
     if config.decouple.sampler not in DECOUPLE_SAMPLERS:
       raise ValueError(f"decouple.sampler={config.decouple.sampler!r} is not allowed; expected one of "
                        f"{list(DECOUPLE_SAMPLERS)}")
@@ -64,7 +69,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # --- Phase II methods (FSA, decoupled classifiers) --------------------------------------------------
 
 PHASE2_SCHEDULES = ("constant", "cosine")
-DECOUPLE_METHODS = ("crt", "tau_norm", "lws")
+DECOUPLE_METHODS = ("crt", "tau_norm", "lws", "posthoc_la")
 DECOUPLE_SAMPLERS = ("class_balanced", "instance")
 FSA_CHOICES = {"fsa.mode": ("fsa", "balanced"), "fsa.confusion": ("paper", "transposed")}
 

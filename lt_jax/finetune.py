@@ -36,6 +36,7 @@ from lt_jax import methods
 from lt_jax import metric_writer
 from lt_jax import metrics as metrics_lib
 from lt_jax import models
+from lt_jax import parallel
 from lt_jax import train
 from lt_jax import train_state as ts
 from lt_jax.data import augment
@@ -98,6 +99,10 @@ def load_phase1(config: ml_collections.ConfigDict, workdir: str, group: str) -> 
     phase1_workdir = os.path.join(workdir, PHASE1_DIR)
     phase1_config = copy.deepcopy(config)
     phase1_config.method = cfg.phase1_method
+  if phase1_config.replicas != 1:
+    raise ValueError(f"replicas={phase1_config.replicas} in the phase-I config ({phase1_workdir}); "
+                     "phase II needs a phase-I run with replicas=1")
+  if not cfg.phase1_workdir:
     print(f"{group}: training phase I ({cfg.phase1_method}) in {phase1_workdir}")
     train.train_and_evaluate(phase1_config, phase1_workdir)
   run = train.setup(phase1_config, phase1_workdir)
@@ -251,6 +256,7 @@ def fit_head(config, workdir: str, phase1: Phase1, head: Head, cfg, *, seed_salt
                         batch_stats=run.state.batch_stats, opt_state=tx.init(head.init),
                         meta={"head": head.init},
                         rng=phase2_key(config.seed, seed_salt))
+  state = parallel.replicate(state, run.mesh)  # the shardings of the loaded arrays: one compile
   mngr = checkpointing.manager(workdir, config.train.keep_checkpoints)
   state, done_rounds = checkpointing.restore_latest(mngr, state)
   chunk_fn = jax.jit(functools.partial(_train_chunk, head=head, tx=tx, length=length))

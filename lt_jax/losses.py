@@ -1,4 +1,5 @@
-"""Long-tailed losses: cross-entropy, focal, LDAM, class-balanced weights, deferred re-weighting.
+"""Long-tailed losses: cross-entropy, focal, LDAM, logit adjustment, balanced softmax, class-balanced
+weights, deferred re-weighting.
 
 The definitions follow the LDAM-DRW code (protocols.md C). Losses are per-sample and pure jnp;
 class weights w (C,) and their schedule are separate, so one training step serves every loss:
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-LOSS_NAMES = ("ce", "focal", "ldam")
+LOSS_NAMES = ("ce", "focal", "ldam", "logit_adjust", "balanced_softmax")
 REWEIGHTS = ("none", "cb")
 
 PerSampleLoss = Callable[..., tuple[jax.Array, jax.Array]]
@@ -102,12 +103,46 @@ def focal_loss(logits: jax.Array, labels: jax.Array, gamma: float, class_weights
   return (1.0 - jnp.exp(-values)) ** gamma * values
 
 
+def log_prior(counts) -> np.ndarray:
+  """log pi_j = log(n_j / sum_k n_k), the training class prior (float64, (C,))."""
+  counts = _positive_counts(counts)
+  return np.log(counts / counts.sum())
+
+
+def logit_adjusted(logits: jax.Array, offsets) -> jax.Array:
+  """z + delta: per-class offsets delta (C,) added to every row of the logits (N, C)."""
+  logits = _upcast(logits)
+  return logits + jnp.asarray(offsets, logits.dtype)
+
+
+def logit_adjusted_loss_offsets(counts, tau: float) -> np.ndarray:
+  """tau log pi: the logit-adjusted loss (Menon et al. 2021, Eq. 10) is CE on z + tau log pi."""
+  return tau * log_prior(counts)
+
+
+def balanced_softmax_offsets(counts) -> np.ndarray:
+  """log n_j: balanced softmax (Ren et al. 2020) is CE on z + log n, i.e. softmax of n_j exp(z_j).
+
+  The same as the logit-adjusted loss at tau = 1 (log pi and log n differ by a constant).
+  """
+  return np.log(_positive_counts(counts))
+
+
+def posthoc_logit_adjustment(logits: jax.Array, counts, tau: float) -> jax.Array:
+  """z - tau log pi: post-hoc logit adjustment (Menon et al. 2021, Eq. 8) of a trained model's
+  logits; argmax_y (z_y - tau log pi_y) is the balanced-error prediction when softmax(z) fits
+  the (long-tailed) training distribution and tau = 1."""
+  return logit_adjusted(logits, -tau * log_prior(counts))
+
+
 def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerSampleLoss:
   """``per_sample_loss(logits, labels, class_weights=None) -> (values (N,), sample_weights (N,))``.
 
   ``loss.name``: ``ce``; ``focal`` (gamma = ``loss.focal_gamma``, w inside the loss, s_i = 1);
   ``ldam`` (CE on s (z - m_y onehot(y)), margins from ``class_counts`` and ``loss.ldam_max_m``,
-  s = ``loss.ldam_s``). For ce and ldam s_i = w_{y_i}. ``class_weights`` None means w = 1.
+  s = ``loss.ldam_s``); ``logit_adjust`` (CE on z + tau log pi, pi the class prior of
+  ``class_counts``, tau = ``loss.la_tau``); ``balanced_softmax`` (CE on z + log n). For all but
+  focal s_i = w_{y_i}. ``class_weights`` None means w = 1.
   Reduce with ``weighted_mean(values, sample_weights)``.
   """
   name = loss_config.name
@@ -132,6 +167,19 @@ def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerS
     def per_sample_loss(logits, labels, class_weights=None):
       values = focal_loss(logits, labels, gamma, class_weights)
       return values, jnp.ones_like(values)
+
+  elif name in ("logit_adjust", "balanced_softmax"):
+    if name == "logit_adjust":
+      tau = loss_config.la_tau
+      if not tau >= 0:
+        raise ValueError(f"loss.la_tau={tau!r} must be >= 0")
+      offsets = logit_adjusted_loss_offsets(class_counts, tau)
+    else:
+      offsets = balanced_softmax_offsets(class_counts)
+
+    def per_sample_loss(logits, labels, class_weights=None):
+      values = cross_entropy(logit_adjusted(logits, offsets), labels)
+      return values, sample_weights(values, labels, class_weights)
 
   else:
     if not loss_config.ldam_s > 0 or not loss_config.ldam_max_m >= 0:

@@ -29,6 +29,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax  # pylint: disable=g-import-not-at-top
 
+  # orbax logs every save step at INFO; keep the run's own messages readable
+  logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   logging.info("process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())

@@ -246,7 +246,8 @@ class RowResult:
   seeds_complete: list[int]
   status: str
   data: str  # the data a finished run read ("" when none)
-  train_seconds: list[float]  # per complete seed, the sum of epoch_seconds
+  seconds: list[float]  # per complete seed: wall time of the run (reproduce.json), else the
+  # sum of its epoch_seconds in metrics.jsonl (runs made by hand)
   devices: list[str]
 
 
@@ -287,10 +288,10 @@ def collect(row: tables_lib.Row, seeds: int, opts: Options, wanted: dict | None 
       complete.append(seed)
       config = read_json(os.path.join(workdir, "config.json")) or {}
       data.add(describe_data(config))
-      spent = train_seconds(workdir)
+      record = read_json(os.path.join(workdir, RUN_RECORD)) or {}
+      spent = record.get("wall_seconds", train_seconds(workdir))
       if spent is not None:
         seconds.append(spent)
-      record = read_json(os.path.join(workdir, RUN_RECORD)) or {}
       if record.get("device"):
         devices.add(record["device"])
     elif state == "mismatch":
@@ -345,7 +346,9 @@ def results_markdown(table: tables_lib.Table, results: Sequence[RowResult],
       f"- Ours: top-1 error (%) on the test set, mean +- sample std over the complete seeds "
       f"(asked for {seeds}: `--config.seed=0..{seeds - 1}`, `dataset.seed` fixed, so every seed "
       "trains on the same long-tailed subset); final = last epoch, best = best epoch (selected on "
-      "the test set, as the papers do).",
+      "the test set, as the papers do). Two-phase rows (FSA, cRT, ...) count phase-II evaluation "
+      "rounds as epochs. s / seed: wall time of the run when this tool ran it (`reproduce.json`), "
+      "else the sum of its epoch times.",
   ]
   if smoke:
     lines.append("- Data: scikit-learn digits (smoke), not the paper's dataset.")
@@ -359,18 +362,19 @@ def results_markdown(table: tables_lib.Table, results: Sequence[RowResult],
   if devices:
     lines.append(f"- Devices of runs made by this tool: {', '.join(devices)}.")
   lines += [f"- {note}" for note in table.notes]
-  lines += ["", f"| row | method | setting | {paper_header} | ours final | ours best | "
-            "many / medium / few acc. (final) | seeds | train s / seed | data | status |",
+  setting = "setting (full scale; smoke: digits, IF <= 10)" if smoke else "setting"
+  lines += ["", f"| row | method | {setting} | {paper_header} | ours final | ours best | "
+            "many / medium / few acc. (final) | seeds (last epoch) | s / seed | data | status |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
   for result in results:
     row, summaries = result.row, result.summaries
     final = format_mean_std([s["final_top1_error"] for s in summaries])
     best = format_mean_std([s["best_top1_error"] for s in summaries])
     epochs = sorted({s.get("final_epoch") for s in summaries})
-    seconds = format_mean_std(result.train_seconds, 0).split(" +- ")[0]
+    seconds = format_mean_std(result.seconds, 0).split(" +- ")[0]
     cells = [f"`{row.name}`", row.method, row.setting, paper_text(row, values),
              final, best, _shots(summaries),
-             f"{len(summaries)}" + (f" ({epochs[0]} ep)" if len(epochs) == 1 else ""),
+             f"{len(summaries)}" + (f" ({epochs[0]})" if len(epochs) == 1 else ""),
              seconds, result.data or "-", result.status + (f"; {row.note}" if row.note else "")]
     lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
   if plots:
@@ -396,14 +400,20 @@ def device_description() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
   kind = getattr(device, "device_kind", device.platform)
-  return f"{jax.device_count()}x {kind}" + (f" ({os.cpu_count()} CPU cores)" if device.platform == "cpu" else "")
+  cores = f" ({os.cpu_count()} CPU cores)" if device.platform == "cpu" else ""
+  return f"{jax.device_count()}x {kind}{cores}"
 
 
 def train_one(args: Sequence[str], config, workdir: str) -> dict:
-  """Trains in-process; writes ``reproduce.json`` (command, device, wall time, date) beside it."""
+  """Trains in-process as ``lt_jax.main`` does (a method's own ``run``, e.g. two-phase FSA, else
+  ``train.train_and_evaluate``); writes ``reproduce.json`` (command, device, wall time, date).
+  """
+  from lt_jax import methods  # pylint: disable=g-import-not-at-top
   from lt_jax import train  # pylint: disable=g-import-not-at-top
+  method = methods.get_method(config.method)
+  run = method.run if hasattr(method, "run") else train.train_and_evaluate
   started = time.time()
-  summary = train.train_and_evaluate(config, workdir)
+  summary = run(config, workdir)
   record = {"command": shlex.join(command(args)), "device": device_description(),
             "wall_seconds": round(time.time() - started, 1),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -454,7 +464,8 @@ def reproduce(table_name: str, opts: Options, *, rows: str = "", seeds: int = 3,
         train_one(args, config, workdir)
       except Exception as e:  # pylint: disable=broad-except  (one failed row must not stop the table)
         failures += 1
-        status[row.name][seed] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        first_line = str(e).splitlines()[0][:200] if str(e) else ""
+        status[row.name][seed] = f"failed: {type(e).__name__}: {first_line}"
         print(f"[reproduce] {row.name} seed{seed} FAILED: {e!r}", file=out, flush=True)
   if dry_run:
     return 0

@@ -56,6 +56,11 @@ def normalisation_stats(config: ml_collections.ConfigDict, data) -> tuple[np.nda
   return tuple(np.asarray(s, np.float32) for s in data_lib.channel_stats(data.train.images))
 
 
+def compute_dtype(config):
+  """None (float32 throughout) or bfloat16 activations with float32 parameters (``model.dtype``)."""
+  return jnp.bfloat16 if config.model.get("dtype", "float32") == "bfloat16" else None
+
+
 def build_context(config, data, axis_name: str | None = None) -> ts.Context:
   """The model, optimiser and schedule of a run on ``data`` (``axis_name``: see ``Context``)."""
   num_train = len(data.train.labels)
@@ -66,7 +71,7 @@ def build_context(config, data, axis_name: str | None = None) -> ts.Context:
   lr_fn = optim.learning_rate_schedule(config.optim, steps_per_epoch)
   return ts.Context(
       config=config,
-      model=models.get_model(config.model, data.num_classes),
+      model=models.get_model(config.model, data.num_classes, dtype=compute_dtype(config)),
       tx=optim.make_optimizer(config.optim, lr_fn),
       lr_fn=lr_fn,
       class_counts=data.counts("train"),

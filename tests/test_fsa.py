@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import fsa_cifar
+from lt_jax import checkpointing
 from lt_jax import config as config_lib
 from lt_jax import finetune
 from lt_jax import fsa as fsa_lib
@@ -201,9 +202,11 @@ def phase1(tmp_path_factory):
   return finetune.Phase1(run, "phase1", config, None)
 
 
-@pytest.mark.parametrize("mode", ["fsa", "balanced"])
-def test_batch_composition_and_determinism(phase1, mode):
-  config = tiny_config(fsa_cifar, **{"fsa.mode": mode, "fsa.batch_size": 33, "fsa.num_augment": 3})
+@pytest.mark.parametrize("mode,stage", [("fsa", 2), ("balanced", -1)])
+def test_batch_composition_and_determinism(phase1, mode, stage):
+  """FSA batches (here augmenting after stage 2; the CLI test covers the last stage) and the control."""
+  config = tiny_config(fsa_cifar, **{"fsa.mode": mode, "fsa.batch_size": 33, "fsa.num_augment": 3,
+                                     "fsa.stage": stage})
   the_plan = fsa_method.plan(config, phase1)
   counts = phase1.run.ctx.class_counts
   head, tail = fsa_lib.head_tail_split(counts, 0.9)
@@ -245,9 +248,9 @@ def test_cli_smoke_run(tmp_path):
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   assert [r["step"] for r in records if r["kind"] == "train"] == [10, 20]
   # The checkpoint keeps phase I's backbone and changes only the classifier.
-  p1 = train.setup(finetune.merge_saved_config(fsa_cifar.get_config("smoke"), json.loads(
-      (workdir / "phase1" / "config.json").read_text())), str(workdir / "phase1")).state.params
-  mngr = finetune.checkpointing.manager(str(workdir), 2)
+  phase1_mngr = checkpointing.manager(str(workdir / "phase1"), 2)
+  p1 = phase1_mngr.restore(phase1_mngr.latest_step())["params"]
+  mngr = checkpointing.manager(str(workdir), 2)
   assert mngr.latest_step() == 2
   saved = mngr.restore(2)["params"]
   for name in p1:

@@ -207,17 +207,20 @@ def test_smoke_commands_keep_digits_and_cap_imbalance(tmp_path):
     reproduce.trainer_args(row, 0, reproduce.Options(str(tmp_path), "t", extra=("epochs",)))
 
 
-def test_every_row_parses_at_smoke_and_full_scale(tmp_path):
-  for name in ("mfm_table1", "mfm_table5", "mfm_table6", "jamal_cifar10"):
-    table = tables_lib.get_table(name)
-    for smoke in (False, True):
-      opts = reproduce.Options(str(tmp_path), name, smoke=smoke)
-      for row in table.rows[::7]:
-        if not reproduce.config_missing(row):
-          config = reproduce.parse_config(reproduce.trainer_args(row, 0, opts))
-          for key, value in row.overrides:
-            if key != "dataset.imbalance" or not smoke:
-              assert sweep._get(config, key) == value, (name, row.name, key)  # pylint: disable=protected-access
+@pytest.mark.parametrize("name", list(tables_lib.TABLES))
+def test_every_row_parses_at_smoke_and_full_scale(tmp_path, name):
+  table = tables_lib.get_table(name)
+  for smoke in (False, True):
+    opts = reproduce.Options(str(tmp_path), name, smoke=smoke)
+    for row in table.rows:
+      if not reproduce.config_missing(row):
+        config = reproduce.parse_config(reproduce.trainer_args(row, 0, opts))
+        assert config.dataset.source == ("digits" if smoke else
+                                         {"cifar10": "folder"}.get(row.data, "tfds")), row.name
+        for key, value in row.overrides:
+          value = tables_lib.resolve_refs(value, lambda n: f"{tmp_path}/{name}/{n}/seed0")
+          if key != "dataset.imbalance" or not smoke:
+            assert sweep._get(config, key) == value, (name, row.name, key)  # pylint: disable=protected-access
 
 
 # ------------------------------------------------------------------------- skip-complete logic
@@ -284,7 +287,7 @@ def test_complete_seeds_are_skipped_and_reported(tmp_path, monkeypatch, no_train
   assert ran == [f"fake/focal/seed{k}" for k in range(3)]  # ce complete, ghost has no config
   text = (tmp_path / "fake" / "results.md").read_text()
   ce_line = next(line for line in text.splitlines() if line.startswith("| `ce`"))
-  assert "| 26.90 | 32.00 +- 2.00 | 30.00 +- 1.00 | 90.0 / 50.0 / - | 3 (3 ep) | 5 |" in ce_line
+  assert "| 26.90 | 32.00 +- 2.00 | 30.00 +- 1.00 | 90.0 / 50.0 / - | 3 (3) | 5 |" in ce_line
   assert "folder cifar10-jpeg.zip (JPEG copy)" in ce_line  # from the run's config.json
   focal_line = next(line for line in text.splitlines() if line.startswith("| `focal`"))
   assert "29.62 [MFM]; 29.62 [Jamal]" in focal_line and "| not run" in focal_line

@@ -33,6 +33,7 @@ import math
 import os
 from typing import Iterator, Optional
 
+from absl import flags
 import grain.python as grain
 import numpy as np
 from PIL import Image
@@ -162,10 +163,17 @@ def local_batch_size(global_batch_size: int, process_count: int, field: str) -> 
 
 
 def resolve_workers(workers: int) -> int:
-  """``loader.workers``: -1 = one per CPU core, 0 = decode in the calling process."""
+  """``loader.workers``: -1 = one per CPU core, 0 = decode in the calling process.
+
+  Worker processes read grain's absl flags; outside an absl app (tests, notebooks) the flags are
+  marked parsed with their defaults first.
+  """
   if workers < -1:
     raise ValueError(f"loader.workers={workers} must be >= -1 (-1 = one per CPU core)")
-  return (os.cpu_count() or 1) if workers == -1 else workers
+  workers = (os.cpu_count() or 1) if workers == -1 else workers
+  if workers and not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  return workers
 
 
 class TrainLoader:

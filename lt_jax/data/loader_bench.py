@@ -2,8 +2,8 @@
 
   python -m lt_jax.data.loader_bench [--images=512] [--workers=0,1,2] [--batch=64] [--size=224]
 
-Writes ``--images`` JPEGs of 500 x 375 pixels (ImageNet's typical size; smooth random content at
-quality 90, ~40-60 kB each) to a temporary folder, then times ``large_scale.TrainLoader``
+Writes ``--images`` JPEGs of ``--width`` x ``--height`` pixels (default 500 x 375, ImageNet's
+typical size; smooth random content at quality 90, ~50 kB each) to a temporary folder, then times ``large_scale.TrainLoader``
 (decode + random-resized-crop + flip) and the evaluation loader (decode + centre crop) for each
 worker count, after one warm-up batch. Prints one JSON line per measurement.
 """
@@ -25,7 +25,9 @@ _IMAGES = flags.DEFINE_integer("images", 512, "Generated JPEGs.")
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "Worker counts to time.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size.")
 _SIZE = flags.DEFINE_integer("size", 224, "Output image size S.")
-_BATCHES = flags.DEFINE_integer("batches", 12, "Timed batches per measurement.")
+_BATCHES = flags.DEFINE_integer("batches", 40, "Timed batches per measurement.")
+_WIDTH = flags.DEFINE_integer("width", 500, "Width of the generated JPEGs.")
+_HEIGHT = flags.DEFINE_integer("height", 375, "Height of the generated JPEGs.")
 
 
 def write_jpegs(folder: str, count: int, width: int = 500, height: int = 375, seed: int = 0):
@@ -55,7 +57,7 @@ def time_batches(iterator, batches: int, batch_size: int) -> float:
 def main(argv):
   del argv
   with tempfile.TemporaryDirectory() as folder:
-    paths = write_jpegs(folder, _IMAGES.value)
+    paths = write_jpegs(folder, _IMAGES.value, _WIDTH.value, _HEIGHT.value)
     labels = np.zeros(len(paths), np.int32)
     records = split_lists.ImageRecords(labels, split_lists.FileSource(folder, paths, labels),
                                        "generated")
@@ -67,6 +69,7 @@ def main(argv):
       rate = time_batches(loader, _BATCHES.value, _BATCH.value)
       print(json.dumps({"loader": "train", "workers": workers, "images_per_s": round(rate, 1),
                         "cpus": os.cpu_count(), "jpeg_kb": round(mean_bytes / 1024, 1),
+                        "jpeg_size": [_WIDTH.value, _HEIGHT.value], "load_avg": os.getloadavg()[0],
                         "size": _SIZE.value, "batch": _BATCH.value}), flush=True)
       del loader
     for workers in map(int, _WORKERS.value):

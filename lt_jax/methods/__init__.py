@@ -11,6 +11,10 @@ A method module defines:
   ``images`` (normalised, augmented), ``labels``, ``ids`` (sample ids in the training set) and, for
   meta methods, ``meta_images`` and ``meta_labels``.
 
+Optional hooks: ``extra_batches(config) -> {name: sampler}`` (more training batches from other
+samplers, arriving as ``{name}_images``, ``{name}_labels``, ``{name}_ids``; BBN's reversed
+batch) and ``validate_config(config)`` (method-specific checks, called by ``config.validate``).
+
 A two-phase method (FSA, the decoupled classifiers) instead defines ``run(config, workdir) ->
 summary``: it loads or trains its phase-I run and fine-tunes on it (``lt_jax.finetune``);
 ``lt_jax.main`` calls it in place of ``train.train_and_evaluate``.
@@ -30,6 +34,8 @@ METHODS = {
     "crt": "decouple",
     "tau_norm": "decouple",
     "lws": "decouple",
+    "posthoc_la": "decouple",
+    "bbn": "bbn",
 }
 
 

@@ -8,6 +8,9 @@ statistics frozen:
   and trained with class-balanced sampling on the frozen features.
 * ``tau_norm``: no training; W_c <- W_c / ||W_c||^tau for each class's weight vector (column c of
   the kernel), bias kept. tau = 0 is the phase-I classifier, tau = 1 equal-norm weights.
+* ``posthoc_la``: post-hoc logit adjustment (Menon et al., ICLR 2021), no training: logits
+  z - tau log pi (pi the training class prior, tau = ``decouple.la_tau``), folded into the bias
+  b <- b - tau log pi.
 * ``lws``: learnable weight scaling. Logits f_c (W_c . x + b_c) with per-class scales f_c (init 1)
   learned with class-balanced sampling, W and b frozen; the checkpoint holds f_c W_c, f_c b_c.
 
@@ -23,6 +26,7 @@ import numpy as np
 
 from lt_jax import config as config_lib
 from lt_jax import finetune
+from lt_jax import losses
 
 SEED_SALT = 9  # phase-II randomness: fold_in(key(config.seed), SEED_SALT)
 
@@ -82,6 +86,14 @@ def tau_norm_head(config, phase1: finetune.Phase1) -> finetune.Head:
   return finetune.Head(init=classifier, batch=None, logits=None, fold=with_classifier)
 
 
+def posthoc_la_head(config, phase1: finetune.Phase1) -> finetune.Head:
+  """Post-hoc logit adjustment: the phase-I classifier with bias b - tau log pi (nothing to train)."""
+  classifier = dict(phase1.run.state.params["classifier"])
+  classifier["bias"] = losses.posthoc_logit_adjustment(classifier["bias"][None], phase1.run.ctx.class_counts,
+                                                       config.decouple.la_tau)[0]
+  return finetune.Head(init=classifier, batch=None, logits=None, fold=with_classifier)
+
+
 def lws_head(config, phase1: finetune.Phase1) -> finetune.Head:
   """LWS: per-class scales f_c on the frozen phase-I classifier's logits."""
   run, num_classes = phase1.run, len(phase1.run.ctx.class_counts)
@@ -98,21 +110,23 @@ def lws_head(config, phase1: finetune.Phase1) -> finetune.Head:
                        batch=features_batch(config, phase1), logits=logits, fold=fold)
 
 
-HEADS = {"crt": crt_head, "tau_norm": tau_norm_head, "lws": lws_head}
+HEADS = {"crt": crt_head, "tau_norm": tau_norm_head, "lws": lws_head, "posthoc_la": posthoc_la_head}
+POST_HOC = ("tau_norm", "posthoc_la")  # adjust the phase-I classifier, no training
 
 
 def run(config, workdir: str) -> dict:
   """Phase I (loaded or trained), then the decoupled classifier of ``config.method``."""
   config_lib.validate(config)
   phase1 = finetune.load_phase1(config, workdir, "decouple")
-  if config.method in ("tau_norm", "lws") and phase1.config.model.classifier != "linear":
+  if config.method in ("tau_norm", "lws", "posthoc_la") and phase1.config.model.classifier != "linear":
     raise ValueError(f"method {config.method!r} needs a linear classifier (model.classifier="
                      f"{phase1.config.model.classifier!r} in {phase1.workdir}): a cosine classifier "
                      "normalises its weights itself")
   cfg = config.decouple
-  if config.method == "tau_norm":
+  if config.method in POST_HOC:
     cfg = copy.deepcopy(cfg)
     cfg.steps = 0
-    print(f"tau_norm: W_c / ||W_c||^{cfg.tau}")
+    print(f"tau_norm: W_c / ||W_c||^{cfg.tau}" if config.method == "tau_norm"
+          else f"posthoc_la: z - {cfg.la_tau} log pi")
   head = HEADS[config.method](config, phase1)
   return finetune.fit_head(config, workdir, phase1, head, cfg, seed_salt=SEED_SALT)

@@ -14,11 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lt_jax.models import bbn
 from lt_jax.models import lenet
 from lt_jax.models import resnet_cifar
 from lt_jax.models import resnet_imagenet
 
-MODEL_NAMES = ("resnet{6n+2} (resnet8, resnet20, resnet32, resnet56, ...)", "resnet18", "resnet34", "lenet")
+MODEL_NAMES = ("resnet{6n+2} (resnet8, resnet20, resnet32, resnet56, ...)", "resnet18", "resnet34", "lenet",
+               "bbn_resnet{6n+2} (BBN's bilateral-branch ResNet, e.g. bbn_resnet32)")
 # 224-pixel backbones (resnet_imagenet): ImageNet ResNets and VGG-11, torchvision layout.
 IMAGENET_MODEL_NAMES = tuple(f"resnet{d}_imagenet" for d in resnet_imagenet.RESNET_DEPTHS) + (
     "vgg11", "vgg11_bn")
@@ -30,7 +32,8 @@ def get_model(model_config, num_classes: int, dtype: Optional[Any] = None) -> nn
 
   Args:
     model_config: ``config.model``: ``name``, ``width`` (> 0 overrides the base width, 0 keeps the
-      model's own) and ``classifier`` (``linear`` or ``cosine``).
+      model's own) and ``classifier`` (``linear`` or ``cosine``); for ``bbn_resnet*`` also
+      ``bbn_branch_blocks`` and ``bbn_mix_scale`` (``lt_jax.models.bbn``).
     num_classes: C.
     dtype: compute dtype (None: that of the inputs and parameters, float32 normally).
   """
@@ -54,6 +57,11 @@ def get_model(model_config, num_classes: int, dtype: Optional[Any] = None) -> nn
     return resnet_imagenet.imagenet_resnet(int(imagenet.group(1)), width=width or 64, **kwargs)
   if name in ("vgg11", "vgg11_bn"):
     return resnet_imagenet.vgg11(width=width or 64, batch_norm=name == "vgg11_bn", **kwargs)
+  match = re.fullmatch(r"bbn_resnet(\d+)", name)
+  if match:
+    return bbn.bbn_resnet(int(match.group(1)), width=width or DEFAULT_WIDTHS["resnet_cifar"],
+                          branch_blocks=model_config.get("bbn_branch_blocks", 1),
+                          mix_scale=model_config.get("bbn_mix_scale", 2.0), **kwargs)
   match = re.fullmatch(r"resnet(\d+)", name)
   if match:
     return resnet_cifar.cifar_resnet(int(match.group(1)), width=width or DEFAULT_WIDTHS["resnet_cifar"],

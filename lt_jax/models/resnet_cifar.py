@@ -179,6 +179,29 @@ class BasicBlock(nn.Module):
     return nn.relu(y + residual)
 
 
+# --- Building blocks of networks (call inside a compact method: the submodules are the caller's) ---
+
+def stem(x: jax.Array, width: int, train: bool, dtype) -> jax.Array:
+  """relu(BN(conv3x3(x))) with ``width`` channels: submodules ``stem_conv``, ``stem_bn``."""
+  x = conv3x3(width, 1, dtype, "stem_conv")(x)
+  return nn.relu(batch_norm(train, dtype, "stem_bn")(x))
+
+
+def residual_stage(x: jax.Array, train: bool, *, stage: int, planes: int, block_ids: Sequence[int],
+                   shortcut: str, dtype, conv_modulation=None) -> jax.Array:
+  """Blocks ``block_ids`` (in order) of stage ``stage`` (1-indexed): submodules ``stage{k}_block{i}``.
+
+  Block 0 of stages k > 1 has stride 2. ``conv_modulation`` goes to the last of ``block_ids``
+  (the stage's last block when ``block_ids`` is the whole stage).
+  """
+  block_ids = list(block_ids)
+  for i in block_ids:
+    modulation = conv_modulation if i == block_ids[-1] else None
+    x = BasicBlock(planes, stride=2 if (stage > 1 and i == 0) else 1, shortcut=shortcut, dtype=dtype,
+                   name=f"stage{stage}_block{i}")(x, train, modulation)
+  return x
+
+
 # --- Networks --------------------------------------------------------------------------------------
 
 class ResNet(nn.Module):
@@ -233,18 +256,14 @@ class ResNet(nn.Module):
     if self.dtype is not None:
       x = jnp.asarray(x, self.dtype)
     if from_stage is None:
-      x = conv3x3(self.width, 1, self.dtype, "stem_conv")(x)
-      x = nn.relu(batch_norm(train, self.dtype, "stem_bn")(x))
+      x = stem(x, self.width, train, self.dtype)
     for k, (blocks, planes) in enumerate(zip(self.stage_sizes, self.stage_widths()), start=1):
       if to_stage is not None and k > to_stage:
         break
       if k <= first:
         continue
-      for i in range(blocks):
-        last = i == blocks - 1
-        conv_modulation = (modulation or {}).get(f"block{k}_conv") if last else None
-        x = BasicBlock(planes, stride=2 if (k > 1 and i == 0) else 1, shortcut=self.shortcut,
-                       dtype=self.dtype, name=f"stage{k}_block{i}")(x, train, conv_modulation)
+      x = residual_stage(x, train, stage=k, planes=planes, block_ids=range(blocks), shortcut=self.shortcut,
+                         dtype=self.dtype, conv_modulation=(modulation or {}).get(f"block{k}_conv"))
       x = modulate(x, modulation, f"block{k}")
     if to_stage is not None:
       return x
