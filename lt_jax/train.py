@@ -20,6 +20,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -361,7 +362,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     seconds = time.time() - started
     evaluating = done % config.train.eval_every_epochs == 0 or done == epochs
     if evaluating:
-      logits = np.asarray(predict_fn(state.params, state.batch_stats, test_images))[..., :num_test, :]
+      logits = multihost_utils.process_allgather(  # the test set is split over every host's devices
+          predict_fn(state.params, state.batch_stats, test_images), tiled=True)[..., :num_test, :]
     errors = []
     for r, writer in enumerate(writers):
       values = {k: float(v) for k, v in replica(train_metrics, r, replicas).items()}

@@ -115,7 +115,7 @@ def test_bbn_model_field_errors():
 
 def test_cumulative_alpha_schedule():
   alphas = np.asarray([bbn_method.cumulative_alpha(t, 200) for t in (0, 50, 100, 150, 199)])
-  np.testing.assert_allclose(alphas, [1.0, 0.9375, 0.75, 0.4375, 1 - 0.995**2], rtol=1e-6)
+  np.testing.assert_allclose(alphas, [1.0, 0.9375, 0.75, 0.4375, 1 - 0.995**2], rtol=1e-5)
   traced = jax.jit(bbn_method.cumulative_alpha, static_argnums=1)(jnp.int32(3), 3)
   assert float(traced) == 0.0
 
@@ -138,8 +138,10 @@ def test_bbn_branches_share_stages_1_2_and_own_stage_3(branch_blocks):
   own = {f"stage3_block{i}" for i in range(2 - branch_blocks, 2)}
   assert trunk_blocks == {f"stage{k}_block{i}" for k in (1, 2, 3) for i in (0, 1)} - own
   assert set(params["conventional"]) == set(params["rebalancing"]) == own
-  differ = jax.tree.map(lambda a, b: not np.allclose(a, b), params["conventional"], params["rebalancing"])
-  assert all(jax.tree.leaves(differ))  # separately initialised copies
+  for block in own:  # separately initialised copies (BN starts at gamma = 1, beta = 0 in both)
+    for conv in ("conv1", "conv2"):
+      assert not np.allclose(params["conventional"][block][conv]["kernel"],
+                             params["rebalancing"][block][conv]["kernel"])
   assert params["classifier"]["kernel"].shape == (2 * 8, len(COUNTS))  # [f_c, f_r], 4w each
   # One copy of the shared blocks: the plain ResNet-14, a second copy of the branch blocks, and
   # the classifier's 4w extra inputs.
