@@ -48,7 +48,8 @@ def extra_batches(config) -> dict[str, str]:
 
 def cumulative_alpha(epoch, total_epochs: int):
   """alpha = 1 - (T / T_max)^2 at 0-indexed epoch T (1 at the start, decaying as a parabola)."""
-  return 1.0 - (jnp.asarray(epoch, jnp.float32) / total_epochs) ** 2
+  t = jnp.asarray(epoch, jnp.float32)
+  return (total_epochs**2 - t * t) / total_epochs**2  # exact for integer epochs (< 2^12)
 
 
 def validate_config(config) -> None:
