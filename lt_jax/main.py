@@ -34,13 +34,10 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   logging.info("process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-  from lt_jax import methods  # pylint: disable=g-import-not-at-top
   from lt_jax import train  # pylint: disable=g-import-not-at-top
 
   try:
-    method = methods.get_method(_CONFIG.value.method)
-    run = method.run if hasattr(method, "run") else train.train_and_evaluate
-    run(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FileNotFoundError, NotImplementedError, train.NonFiniteLossError) as e:
     sys.exit(f"error: {e}")
 

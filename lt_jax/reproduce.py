@@ -405,15 +405,12 @@ def device_description() -> str:
 
 
 def train_one(args: Sequence[str], config, workdir: str) -> dict:
-  """Trains in-process as ``lt_jax.main`` does (a method's own ``run``, e.g. two-phase FSA, else
-  ``train.train_and_evaluate``); writes ``reproduce.json`` (command, device, wall time, date).
+  """Trains in-process as ``lt_jax.main`` does (``train.train_and_evaluate``); writes
+  ``reproduce.json`` (command, device, wall time, date).
   """
-  from lt_jax import methods  # pylint: disable=g-import-not-at-top
   from lt_jax import train  # pylint: disable=g-import-not-at-top
-  method = methods.get_method(config.method)
-  run = method.run if hasattr(method, "run") else train.train_and_evaluate
   started = time.time()
-  summary = run(config, workdir)
+  summary = train.train_and_evaluate(config, workdir)
   record = {"command": shlex.join(command(args)), "device": device_description(),
             "wall_seconds": round(time.time() - started, 1),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

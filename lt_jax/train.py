@@ -325,7 +325,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Re-running on the same workdir resumes from the latest checkpoint. Returns the summary (also in
   ``workdir/summary.json``): final- and best-epoch errors, shot-group accuracies, per-class recall;
   with ``replicas = R > 1`` their mean, ``*_std`` and each replica's (``workdir/replica{r}/``).
+  A method with phases of its own (FSA, decoupling: ``method.run``) runs its own loop instead.
   """
+  method = methods.get_method(config.method)
+  if hasattr(method, "run"):
+    return method.run(config, workdir)
   run = setup(config, workdir)
   data, ctx, method, mngr, start_epoch = run.data, run.ctx, run.method, run.mngr, run.start_epoch
   state, replicas = run.state, config.replicas

@@ -157,7 +157,8 @@ def branch_features(model, variables, name, images):
       {"params": variables["params"]["trunk"], "batch_stats": variables["batch_stats"]["trunk"]},
       images, train=False)
   maps = bbn_model.Branch(**parts).apply(
-      {"params": variables["params"][name], "batch_stats": variables["batch_stats"][name]}, trunk, train=False)
+      {"params": variables["params"][name], "batch_stats": variables["batch_stats"][name]}, trunk,
+      train=False)
   return np.asarray(maps, np.float64).mean(axis=(1, 2))
 
 
@@ -173,7 +174,8 @@ def test_bbn_eval_output_is_the_half_half_mix(mix_scale):
   kernel = np.asarray(variables["params"]["classifier"]["kernel"], np.float64)
   bias = np.asarray(variables["params"]["classifier"]["bias"], np.float64)
   w_c, w_r = kernel[:8], kernel[8:]
-  f_c, f_r = branch_features(model, variables, "conventional", x), branch_features(model, variables, "rebalancing", x)
+  f_c = branch_features(model, variables, "conventional", x)
+  f_r = branch_features(model, variables, "rebalancing", x)
   expected = mix_scale * (0.5 * f_c @ w_c + 0.5 * f_r @ w_r) + bias
   np.testing.assert_allclose(model.apply(variables, x, train=False), expected, rtol=1e-4, atol=1e-5)
   # Training-style call: x through the conventional branch, x_r through the re-balancing one.
@@ -262,4 +264,5 @@ def test_bbn_cli_smoke_run_then_posthoc_adjustment(tmp_path):
   np.testing.assert_allclose(after["classifier"]["bias"],
                              before["classifier"]["bias"] - 0.8 * np.log(counts / counts.sum()), rtol=1e-5)
   flat_before, flat_after = flax.traverse_util.flatten_dict(before), flax.traverse_util.flatten_dict(after)
-  assert all(np.array_equal(flat_before[k], flat_after[k]) for k in flat_before if k != ("classifier", "bias"))
+  assert all(np.array_equal(flat_before[k], flat_after[k])
+             for k in flat_before if k != ("classifier", "bias"))

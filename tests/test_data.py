@@ -246,7 +246,8 @@ def test_load_empty_meta_and_resize():
 
 def test_load_rejects_bad_fields_before_reading():
   for fields, message in (
-      ({"dataset.source": "web"}, r"dataset.source.*\['tfds', 'folder', 'digits'\]"),
+      ({"dataset.source": "web"},
+       r"dataset.source.*\['tfds', 'folder', 'digits', 'split_file', 'inat_json', 'inat_tfds'\]"),
       ({"dataset.test": "test9"}, r"dataset.test.*\['balanced', 'test1', 'test2'\]"),
       ({"dataset.imbalance": 0.1}, "dataset.imbalance"),
       ({"meta.strategy": "meta", "meta.per_class": 0}, "meta.per_class"),

@@ -197,8 +197,7 @@ def test_random_resized_crop_boxes_stay_inside_with_torchvision_ranges():
 
 def test_draft_decoding_matches_a_full_decode(tmp_path):
   from PIL import Image
-  from lt_jax.data import loader_bench
-  loader_bench.write_jpegs(str(tmp_path), 1, width=900, height=700)
+  miniature.write_jpegs(str(tmp_path), 1, width=900, height=700)
   data = (tmp_path / "img_00000.jpg").read_bytes()
   box = lambda w, h: (100, 50, 720, 600)
   drafted = large_scale.decode_crop_resize(data, box, 112)

@@ -16,9 +16,9 @@ import time
 from absl import app
 from absl import flags
 import numpy as np
-from PIL import Image
 
 from lt_jax.data import large_scale
+from lt_jax.data import miniature
 from lt_jax.data import split_lists
 
 _IMAGES = flags.DEFINE_integer("images", 512, "Generated JPEGs.")
@@ -28,21 +28,6 @@ _SIZE = flags.DEFINE_integer("size", 224, "Output image size S.")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Timed batches per measurement.")
 _WIDTH = flags.DEFINE_integer("width", 500, "Width of the generated JPEGs.")
 _HEIGHT = flags.DEFINE_integer("height", 375, "Height of the generated JPEGs.")
-
-
-def write_jpegs(folder: str, count: int, width: int = 500, height: int = 375, seed: int = 0):
-  """``count`` smooth random RGB JPEGs; returns their relative paths."""
-  rng = np.random.default_rng(seed)
-  paths = []
-  for i in range(count):
-    small = rng.integers(0, 256, size=(height // 25, width // 25, 3), dtype=np.uint8)
-    image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
-    noise = rng.normal(0, 6, size=(height, width, 3))
-    pixels = np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8)
-    rel = f"img_{i:05d}.jpg"
-    Image.fromarray(pixels).save(os.path.join(folder, rel), quality=90)
-    paths.append(rel)
-  return paths
 
 
 def time_batches(iterator, batches: int, batch_size: int) -> float:
@@ -57,7 +42,7 @@ def time_batches(iterator, batches: int, batch_size: int) -> float:
 def main(argv):
   del argv
   with tempfile.TemporaryDirectory() as folder:
-    paths = write_jpegs(folder, _IMAGES.value, _WIDTH.value, _HEIGHT.value)
+    paths = miniature.write_jpegs(folder, _IMAGES.value, _WIDTH.value, _HEIGHT.value)
     labels = np.zeros(len(paths), np.int32)
     records = split_lists.ImageRecords(labels, split_lists.FileSource(folder, paths, labels),
                                        "generated")

@@ -50,6 +50,22 @@ def synthetic_image(rng: np.random.Generator, label: int, num_classes: int) -> I
   return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+def write_jpegs(folder: str, count: int, width: int = 500, height: int = 375,
+                seed: int = 0) -> list[str]:
+  """``count`` smooth random RGB JPEGs of width x height at quality 90 (photo-like sizes, ~50 kB
+  at 500 x 375) named img_00000.jpg...; returns their names. Used by ``loader_bench``."""
+  rng = np.random.default_rng(seed)
+  names = []
+  for i in range(count):
+    small = rng.integers(0, 256, size=(max(1, height // 25), max(1, width // 25), 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+    noise = rng.normal(0, 6, size=(height, width, 3))
+    pixels = np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8)
+    names.append(f"img_{i:05d}.jpg")
+    Image.fromarray(pixels).save(os.path.join(folder, names[-1]), quality=90)
+  return names
+
+
 def _save(root: str, rel: str, image: Image.Image) -> None:
   path = os.path.join(root, rel.lstrip("/"))
   os.makedirs(os.path.dirname(path), exist_ok=True)

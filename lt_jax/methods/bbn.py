@@ -49,11 +49,12 @@ def extra_batches(config) -> dict[str, str]:
 def cumulative_alpha(epoch, total_epochs: int):
   """alpha = 1 - (T / T_max)^2 at 0-indexed epoch T (1 at the start, decaying as a parabola)."""
   t = jnp.asarray(epoch, jnp.float32)
-  return (total_epochs**2 - t * t) / total_epochs**2  # exact for integer epochs (< 2^12)
+  return (total_epochs**2 - t * t) / total_epochs**2  # (T_max^2 - T^2) / T_max^2: 0 at T = T_max
 
 
 def validate_config(config) -> None:
-  """(Called by ``lt_jax.config.validate``.) ValueError unless ``model.name`` is a bilateral-branch model (``bbn_resnet{6n+2}``)."""
+  """ValueError unless ``model.name`` is a bilateral-branch model, ``bbn_resnet{6n+2}`` (called by
+  ``lt_jax.config.validate``)."""
   if not config.model.name.startswith(MODEL_PREFIX):
     raise ValueError(f"config.method='bbn' needs a bilateral-branch model: model.name="
                      f"{config.model.name!r} is not one; use 'bbn_resnet{{6n+2}}', e.g. bbn_resnet32")
