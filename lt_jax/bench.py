@@ -27,11 +27,17 @@ from lt_jax import methods  # noqa: E402
 from lt_jax import parallel  # noqa: E402
 from lt_jax import train  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_STEPS = flags.DEFINE_integer("steps", 50, "Iterations per timed call (one lax.scan).")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls; the fastest is reported.")
-_IMAGE_SHAPE = flags.DEFINE_string("image_shape", "32,32,3", "H,W,C of the synthetic images.")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes of the synthetic data.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so importing stays side-effect free)."""
+  config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+  flags.DEFINE_integer("steps", 50, "Iterations per timed call (one lax.scan).")
+  flags.DEFINE_integer("repeats", 3, "Timed calls; the fastest is reported.")
+  flags.DEFINE_string("image_shape", "32,32,3", "H,W,C of the synthetic images.")
+  flags.DEFINE_integer("num_classes", 10, "Classes of the synthetic data.")
+  flags.mark_flags_as_required(["config"])
 
 
 def synthetic_data(num_train: int, num_meta: int, num_classes: int, image_shape, seed: int = 0):
@@ -108,11 +114,11 @@ def benchmark(config, steps: int, repeats: int, image_shape, num_classes: int) -
 
 def main(argv):
   del argv
-  image_shape = tuple(int(s) for s in _IMAGE_SHAPE.value.split(","))
-  print(json.dumps(benchmark(_CONFIG.value, _STEPS.value, _REPEATS.value, image_shape, _NUM_CLASSES.value),
+  image_shape = tuple(int(s) for s in FLAGS.image_shape.split(","))
+  print(json.dumps(benchmark(FLAGS.config, FLAGS.steps, FLAGS.repeats, image_shape, FLAGS.num_classes),
                    indent=1))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
+  define_flags()
   app.run(main)
