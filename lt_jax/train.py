@@ -39,6 +39,7 @@ from lt_jax import plots
 from lt_jax import train_state as ts
 from lt_jax.data import augment
 from lt_jax.data import samplers
+from lt_jax.models import convert_torchvision
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -88,6 +89,8 @@ def init_state(config, ctx: ts.Context, method, input_shape, seed: int | None = 
   rng = jax.random.key(config.seed if seed is None else seed)
   init_rng, meta_rng, train_rng = jax.random.split(rng, 3)
   variables = models.init_variables(ctx.model, init_rng, (1, *input_shape))
+  if config.model.get("init_checkpoint"):  # converted torchvision weights; the classifier stays fresh
+    variables = convert_torchvision.load_pretrained(variables, config.model.init_checkpoint)
   params = variables["params"]
   return ts.TrainState(
       step=jnp.zeros((), jnp.int32),

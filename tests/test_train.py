@@ -93,3 +93,24 @@ def test_learning_rate_schedule_matches_ldam_recipe():
   got = np.array([float(lr(e * 97 + 3)) for e in epochs])
   want = np.array([0.02, 0.04, 0.1, 0.1, 0.1, 1e-3, 1e-3, 1e-5, 1e-5])
   np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_init_checkpoint_loads_all_but_the_classifier(tmp_path):
+  """model.init_checkpoint copies converted weights into w; the classifier keeps its fresh init."""
+  from conftest import fake_data, tiny_config  # pylint: disable=g-import-not-at-top
+  from lt_jax import methods  # pylint: disable=g-import-not-at-top
+  from lt_jax.models import convert_torchvision  # pylint: disable=g-import-not-at-top
+  config = tiny_config(ce_cifar)
+  ctx = train.build_context(config, fake_data((40, 24)))
+  method = methods.get_method(config.method)
+  source = train.init_state(config, ctx, method, (8, 8, 1), seed=1)
+  path = str(tmp_path / "pretrained.msgpack")
+  convert_torchvision.save_variables(
+      jax.device_get({"params": source.params, "batch_stats": source.batch_stats}), path)
+  config.model.init_checkpoint = path
+  fresh = train.init_state(config, ctx, method, (8, 8, 1), seed=0)
+  plain = train.init_state(tiny_config(ce_cifar), ctx, method, (8, 8, 1), seed=0)
+  for name in source.params:
+    expected = plain.params[name] if name == "classifier" else source.params[name]
+    chex.assert_trees_all_equal(fresh.params[name], expected)
+  chex.assert_trees_all_equal(fresh.batch_stats, source.batch_stats)

@@ -21,23 +21,13 @@ import jax.numpy as jnp
 
 from lt_jax import losses
 from lt_jax import train_state as ts
+from lt_jax.methods import erm
 
 MODEL_PREFIX = "bbn_resnet"
 
 
-def needs_meta_data(config):
-  del config
-  return False
-
-
-def init_meta(rng, variables, ctx):
-  del rng, variables, ctx
-  return {}
-
-
-def phase(epoch, ctx):
-  del epoch, ctx
-  return None
+# No meta data, nothing learned besides w, one phase: as plain ERM.
+needs_meta_data, init_meta, phase = erm.needs_meta_data, erm.init_meta, erm.phase
 
 
 def extra_batches(config) -> dict[str, str]:
