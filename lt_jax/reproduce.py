@@ -273,7 +273,7 @@ def describe_data(config: dict) -> str:
 
 def collect(row: tables_lib.Row, seeds: int, opts: Options, wanted: dict | None = None,
             status: dict | None = None) -> RowResult:
-  """Reads the summaries of a row's seeds.
+  """Reads the summaries of a row's seeds (each replica of a ``replicas = R`` run is one sample).
 
   ``wanted`` maps seed -> the config dict the row should have (seeds left out are not checked);
   ``status`` maps seed -> a failure to report.
@@ -284,7 +284,8 @@ def collect(row: tables_lib.Row, seeds: int, opts: Options, wanted: dict | None 
     workdir = workdir_of(opts.root, opts.table, row.name, seed)
     state, detail = run_state(workdir, wanted.get(seed))
     if state == "complete":
-      summaries.append(read_json(os.path.join(workdir, "summary.json")))
+      summary = read_json(os.path.join(workdir, "summary.json"))
+      summaries.extend(summary.get("replicas") or [summary])  # a replicas run: each model counts
       complete.append(seed)
       config = read_json(os.path.join(workdir, "config.json")) or {}
       data.add(describe_data(config))

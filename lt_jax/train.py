@@ -410,7 +410,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def format_summary(summary: dict, class_names, train_counts) -> str:
   """Human-readable end-of-run report: errors, shot groups, per-class recall."""
-  spread = lambda key: f" +- {summary[key + '_std']:.2f}" if key + "_std" in summary else ""
+  def spread(key):  # "+- std" over replicas, when there are several
+    return f" +- {summary[key + '_std']:.2f}" if key + "_std" in summary else ""
+
   lines = [
       (f"mean of {len(summary['replicas'])} replicas: " if "replicas" in summary else "") +
       f"top-1 error: final {summary['final_top1_error']:.2f}{spread('final_top1_error')}% "
@@ -418,7 +420,7 @@ def format_summary(summary: dict, class_names, train_counts) -> str:
       f"{spread('best_top1_error')}% (epoch {summary['best_epoch']:.0f})",
       "shot groups (final): " + ", ".join(
           f"{g} {summary[f'final_{g}_accuracy']:.1f}%" for g in ("many", "medium", "few")
-          if summary[f"final_{g}_accuracy"] is not None),
+          if summary.get(f"final_{g}_accuracy") is not None),
       "per-class recall (final):",
   ]
   for name, count, recall in zip(class_names, train_counts, summary["final_per_class_recall"]):

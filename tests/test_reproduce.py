@@ -342,3 +342,17 @@ def test_tiny_real_run_then_skip_then_compare(tmp_path, monkeypatch, capsys):
   assert all(os.path.getsize(p) > 1000 for p in paths)
   with pytest.raises(FileNotFoundError, match="no eval record"):
     compare.compare_plots({"empty": str(tmp_path)}, str(tmp_path / "cmp2"))
+
+
+def test_a_replicas_run_counts_each_replica(tmp_path):
+  """``--set=replicas=3 --seeds=1``: one program, three models, mean +- std over them."""
+  row = tables_lib.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (), paper=())
+  opts = reproduce.Options(str(tmp_path), "fake")
+  workdir = reproduce.workdir_of(str(tmp_path), "fake", "ce", 0)
+  fake_run(workdir, {"seed": 0}, 0.0, 0.0)
+  replicas = [{"final_top1_error": e, "best_top1_error": e - 1, "final_epoch": 3} for e in (30.0, 32.0, 34.0)]
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump({"final_top1_error": 32.0, "replicas": replicas}, f)
+  result = reproduce.collect(row, 1, opts)
+  assert [s["final_top1_error"] for s in result.summaries] == [30.0, 32.0, 34.0]
+  assert reproduce.format_mean_std([s["final_top1_error"] for s in result.summaries]) == "32.00 +- 2.00"
