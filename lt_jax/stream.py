@@ -21,7 +21,6 @@ test images in memory and are skipped; its modulator is saved.
 
 import dataclasses
 import functools
-import json
 import os
 import re
 import time
@@ -38,6 +37,7 @@ import tqdm
 
 from lt_jax import checkpointing
 from lt_jax import config as config_lib
+from lt_jax import data as data_lib
 from lt_jax import methods
 from lt_jax import metric_writer
 from lt_jax import metrics as metrics_lib
@@ -48,6 +48,7 @@ from lt_jax import train
 from lt_jax import train_state as ts
 from lt_jax.data import augment
 from lt_jax.data import large_scale
+from lt_jax.data import longtail
 from lt_jax.data import split_lists
 
 LOADER_DIR = "loader_state"
@@ -100,6 +101,13 @@ def meta_records(config, splits: split_lists.SplitLists):
   if not split:
     return split, idx, None
   return split, idx, getattr(splits, split).subset(idx, "meta")
+
+
+def test_split(config, splits: split_lists.SplitLists):
+  """The test list, or MFM's imbalanced subset of it (``dataset.test``, as the in-memory path)."""
+  idx = longtail.select_test(splits.test.labels, splits.num_classes, test=config.dataset.test,
+                             test_imbalance=config.dataset.test_imbalance, seed=config.dataset.seed)
+  return splits.test if len(idx) == len(splits.test) else splits.test.subset(idx, "test")
 
 
 def data_view(splits: split_lists.SplitLists, meta=None):
@@ -260,10 +268,12 @@ def train_and_evaluate_streaming(config: ml_collections.ConfigDict, workdir: str
   with it. Returns the summary (also in ``workdir/summary.json``).
   """
   config_lib.validate(config)
+  data_lib.check_config(config)
   method = methods.get_method(config.method)
   validate_streaming(config, method)
   os.makedirs(workdir, exist_ok=True)
   splits = load_splits(config.dataset)
+  test = test_split(config, splits)
   needs_meta = method.needs_meta_data(config)
   meta_split, meta_idx, meta = meta_records(config, splits) if needs_meta else ("", [], None)
   if needs_meta and meta is None:
@@ -283,7 +293,6 @@ def train_and_evaluate_streaming(config: ml_collections.ConfigDict, workdir: str
     meta_batch = train.meta_batch_size(config, view, mesh.size)
     loaders["meta"] = large_scale.make_train_loader(config, meta, seed_offset=1,
                                                     batch_size=meta_batch)
-  assert loaders["train"].steps_per_epoch == ctx.steps_per_epoch
 
   state = parallel.replicate(train.init_replicas(config, ctx, method, (size, size, 3)), mesh)
   mngr = checkpointing.manager(workdir, config.train.keep_checkpoints)
@@ -332,7 +341,7 @@ def train_and_evaluate_streaming(config: ml_collections.ConfigDict, workdir: str
     writer.write("train", done, step, train_metrics)
     postfix = {"loss": f"{train_metrics['loss']:.3f}"}
     if done % config.train.eval_every_epochs == 0 or done == epochs:
-      result = evaluate_stream(config, state, predict_fn, mesh, splits.test, ctx.class_counts)
+      result = evaluate_stream(config, state, predict_fn, mesh, test, ctx.class_counts)
       writer.write("eval", done, step, result)
       postfix["err"] = f"{result['top1_error']:.2f}"
     bar.set_postfix(postfix)

@@ -329,7 +329,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ``workdir/summary.json``): final- and best-epoch errors, shot-group accuracies, per-class recall;
   with ``replicas = R > 1`` their mean, ``*_std`` and each replica's (``workdir/replica{r}/``).
   A method with phases of its own (FSA, decoupling: ``method.run``) runs its own loop instead.
+  With ``loader.stream`` the batches are streamed from disk (``lt_jax.stream``).
   """
+  if config.get("loader", {}).get("stream", False):
+    from lt_jax import stream  # pylint: disable=g-import-not-at-top  (stream imports this module)
+    return stream.train_and_evaluate_streaming(config, workdir)
   method = methods.get_method(config.method)
   if hasattr(method, "run"):
     return method.run(config, workdir)

@@ -316,8 +316,8 @@ def load_source_data(dataset, opener=None) -> tuple[SplitLists, dict]:
     raise ValueError(
         f"decoding the {total:,} images of {dataset.name!r} at dataset.image_size="
         f"{dataset.image_size} would take {size / 2**30:.1f} GiB of host memory (limit "
-        f"{MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB): full-size runs stream batches through "
-        "large_scale.make_train_loader (docs/large_scale.md); lower dataset.image_size to load "
+        f"{MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB): full-size runs stream: set "
+        "loader.stream=True (docs/large_scale.md), or lower dataset.image_size to load "
         "it in memory")
   arrays = {}
   for split in split_lists.SPLITS:

@@ -82,6 +82,15 @@ def check_modulation(modulation: Modulation, points: Mapping[str, int]) -> None:
                        f"{gamma.shape} and {beta.shape}")
 
 
+def check_stage_range(from_stage: Optional[int], to_stage: Optional[int], num_stages: int) -> None:
+  """0 <= from_stage <= to_stage <= num_stages (None: from the image / to the logits), or ValueError."""
+  first = -1 if from_stage is None else from_stage  # -1: start from the image
+  if (from_stage is not None and not 0 <= from_stage <= num_stages) or (
+      to_stage is not None and not max(first, 0) <= to_stage <= num_stages):
+    raise ValueError(f"from_stage={from_stage}, to_stage={to_stage}: need 0 <= from_stage <= to_stage "
+                     f"<= {num_stages} (the stages of this model; 0 = the stem)")
+
+
 def modulate(f: jax.Array, modulation: Modulation, name: str) -> jax.Array:
   """f * gamma + beta at point ``name``: channel-wise on (N, h, w, C) maps, neuron-wise on (N, C).
 
@@ -247,12 +256,7 @@ class ResNet(nn.Module):
     check_modulation(modulation, self.modulation_points())
     if self.shortcut not in SHORTCUTS:
       raise ValueError(f"shortcut={self.shortcut!r} is unknown; expected one of {list(SHORTCUTS)}")
-    num_stages = len(self.stage_sizes)
-    first = -1 if from_stage is None else from_stage  # -1: start from the image
-    if (from_stage is not None and not 0 <= from_stage <= num_stages) or (
-        to_stage is not None and not max(first, 0) <= to_stage <= num_stages):
-      raise ValueError(f"from_stage={from_stage}, to_stage={to_stage}: need 0 <= from_stage <= to_stage "
-                       f"<= {num_stages} (the stages of this model; 0 = the stem)")
+    check_stage_range(from_stage, to_stage, len(self.stage_sizes))
     if self.dtype is not None:
       x = jnp.asarray(x, self.dtype)
     if from_stage is None:
@@ -260,7 +264,7 @@ class ResNet(nn.Module):
     for k, (blocks, planes) in enumerate(zip(self.stage_sizes, self.stage_widths()), start=1):
       if to_stage is not None and k > to_stage:
         break
-      if k <= first:
+      if from_stage is not None and k <= from_stage:  # stages before from_stage already ran
         continue
       x = residual_stage(x, train, stage=k, planes=planes, block_ids=range(blocks), shortcut=self.shortcut,
                          dtype=self.dtype, conv_modulation=(modulation or {}).get(f"block{k}_conv"))

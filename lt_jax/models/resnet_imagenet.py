@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from lt_jax.models.resnet_cifar import (BasicBlock, Classifier, Modulation, batch_norm,
-                                        check_modulation, conv3x3, kaiming_normal, modulate,
-                                        output_dtype)
+                                        check_modulation, check_stage_range, conv3x3,
+                                        kaiming_normal, modulate, output_dtype)
 
 Dtype = Any
 
@@ -128,12 +128,7 @@ class ImageNetResNet(nn.Module):
     check_modulation(modulation, self.modulation_points())
     if self.block not in EXPANSION:
       raise ValueError(f"block={self.block!r} is unknown; expected one of {list(EXPANSION)}")
-    num_stages = len(self.stage_sizes)
-    first = -1 if from_stage is None else from_stage  # -1: start from the image
-    if (from_stage is not None and not 0 <= from_stage <= num_stages) or (
-        to_stage is not None and not max(first, 0) <= to_stage <= num_stages):
-      raise ValueError(f"from_stage={from_stage}, to_stage={to_stage}: need 0 <= from_stage <= "
-                       f"to_stage <= {num_stages} (the stages of this model; 0 = the stem)")
+    check_stage_range(from_stage, to_stage, len(self.stage_sizes))
     if self.dtype is not None:
       x = jnp.asarray(x, self.dtype)
     if from_stage is None:
@@ -144,7 +139,7 @@ class ImageNetResNet(nn.Module):
     for k, blocks in enumerate(self.stage_sizes, start=1):
       if to_stage is not None and k > to_stage:
         break
-      if k <= first:
+      if from_stage is not None and k <= from_stage:  # stages before from_stage already ran
         continue
       planes = self.width * 2**(k - 1)
       for i in range(blocks):
