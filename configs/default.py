@@ -77,6 +77,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.train.checkpoint_every_epochs = 1
   c.train.keep_checkpoints = 2
   c.train.eval_batch_size = 500
+  c.train.steps_per_call = 0  # steps per jitted call; 0 = the whole epoch (one lax.scan) on GPU/TPU, 1 on CPU
   c.train.plots = True  # PNG plots in the workdir at the end
 
   c.augment = ml_collections.ConfigDict()

@@ -68,21 +68,27 @@ def time_method(config, data, repeats: int) -> dict:
   run = train.Run(data, ctx, method, state, mngr=None, start_epoch=0, mean=np.full(channels, 0.5, np.float32),
                   std=np.full(channels, 0.25, np.float32), meta_batch=meta_batch, mesh=mesh)
   arrays = train.device_arrays(data, meta_batch, mesh)
-  epoch_fn = train.make_epoch_fn(run, mesh)
+  steps_fn = train.make_steps_fn(run, mesh)
   phase = method.phase(config.train.epochs - 1, ctx)  # the last epoch's phase: the meta phase if any
+  plan = train.call_plan(ctx)
   started = time.perf_counter()
-  compiled = epoch_fn.lower(state, arrays, phase).compile()
+  compiled = {n: steps_fn.lower(state, arrays, first, phase, n).compile() for first, n in plan}
   compile_seconds = time.perf_counter() - started
-  state, _ = compiled(state, arrays)
-  jax.block_until_ready(state)
+
+  def epoch(state):
+    for first, num_steps in plan:
+      state, metrics = compiled[num_steps](state, arrays, first)
+    return jax.block_until_ready((state, metrics))[0]
+
+  state = epoch(state)  # warm-up
   best = math.inf
   for _ in range(repeats):
     started = time.perf_counter()
-    state, metrics = compiled(state, arrays)
-    jax.block_until_ready((state, metrics))
+    state = epoch(state)
     best = min(best, time.perf_counter() - started)
   ms = 1000 * best / ctx.steps_per_epoch
   return {"method": config.method, "phase": phase, "replicas": config.replicas,
+          "steps_per_jit_call": plan[0][1],
           "compute_dtype": config.model.dtype, "compile_seconds": round(compile_seconds, 2),
           "ms_per_iteration": round(ms, 3),
           "images_per_second": round(config.replicas * config.train.batch_size / (ms / 1000), 1)}

@@ -135,9 +135,10 @@ def batch_sampler(config, class_counts, labels, kind: str | None = None):
   return lambda key, order, index_in_epoch: samplers.sample_ids(key, index, probs, batch_size)
 
 
-def run_epoch(state: ts.TrainState, arrays: dict, *, phase, ctx: ts.Context, method, mean, std,
-              meta_batch: int):
-  """One epoch of ``steps_per_epoch`` steps under ``lax.scan``; returns (state, mean metrics).
+def run_steps(state: ts.TrainState, arrays: dict, first_step, *, num_steps: int, phase,
+              ctx: ts.Context, method, mean, std, meta_batch: int, unroll: bool = False):
+  """Steps ``first_step .. first_step + num_steps - 1`` of the current epoch under ``lax.scan``;
+  returns (state, mean metrics). ``unroll`` unrolls the scan (see ``steps_per_call``).
 
   With the instance sampler each epoch visits a fresh permutation of the training set in batches
   of B (the last batch wraps around to the permutation's start so every batch has the same
@@ -177,7 +178,7 @@ def run_epoch(state: ts.TrainState, arrays: dict, *, phase, ctx: ts.Context, met
     state, metrics = method.train_step(state, parallel.local_batch(batch, ctx.axis_name), ctx, phase)
     return state, ts.device_mean({**metrics, "lr": lr}, ctx)
 
-  state, metrics = jax.lax.scan(step, state, jnp.arange(ctx.steps_per_epoch))
+  state, metrics = jax.lax.scan(step, state, first_step + jnp.arange(num_steps), unroll=unroll)
   return state, jax.tree.map(jnp.mean, metrics)
 
 
@@ -204,18 +205,46 @@ def device_arrays(data, meta_batch: int, mesh) -> dict:
   return parallel.replicate(arrays, mesh)
 
 
-def make_epoch_fn(run: "Run", mesh):
-  """jit(shard_map(vmap?(run_epoch))): (state, arrays, phase) -> (state, metrics); state donated."""
+def steps_per_call(ctx: ts.Context) -> int:
+  """Steps per jitted call: ``train.steps_per_call``, or by default the whole epoch in one
+  ``lax.scan`` on accelerators and one unrolled step per call on CPU (XLA:CPU runs convolutions
+  inside a loop body ~25x slower than straight-line code)."""
+  wanted = ctx.config.train.get("steps_per_call", 0)
+  if wanted:
+    return min(wanted, ctx.steps_per_epoch)
+  return 1 if jax.default_backend() == "cpu" else ctx.steps_per_epoch
+
+
+def make_steps_fn(run: "Run", mesh):
+  """jit(shard_map(vmap?(run_steps))): (state, arrays, first_step, phase, num_steps) ->
+  (state, mean metrics); the state is donated."""
   ctx = dataclasses.replace(run.ctx, axis_name=parallel.AXIS)
+  unroll = steps_per_call(run.ctx) < run.ctx.steps_per_epoch
 
-  def epoch(state, arrays, phase):
-    fn = functools.partial(run_epoch, phase=phase, ctx=ctx, method=run.method, mean=run.mean,
-                           std=run.std, meta_batch=run.meta_batch)
+  def steps(state, arrays, first_step, phase, num_steps):
+    fn = functools.partial(run_steps, num_steps=num_steps, phase=phase, ctx=ctx, method=run.method,
+                           mean=run.mean, std=run.std, meta_batch=run.meta_batch, unroll=unroll)
     if run.ctx.config.replicas > 1:
-      fn = jax.vmap(fn, in_axes=(0, None))
-    return parallel.data_parallel(fn, mesh)(state, arrays)
+      fn = jax.vmap(fn, in_axes=(0, None, None))
+    return parallel.data_parallel(fn, mesh)(state, arrays, first_step)
 
-  return jax.jit(epoch, static_argnames="phase", donate_argnums=0)
+  return jax.jit(steps, static_argnames=("phase", "num_steps"), donate_argnums=0)
+
+
+def call_plan(ctx: ts.Context) -> list[tuple[int, int]]:
+  """(first_step, num_steps) of each jitted call of an epoch."""
+  size = steps_per_call(ctx)
+  return [(first, min(size, ctx.steps_per_epoch - first)) for first in range(0, ctx.steps_per_epoch, size)]
+
+
+def run_epoch(steps_fn, state: ts.TrainState, arrays: dict, phase, ctx: ts.Context):
+  """One epoch as the calls of ``call_plan``; returns (state, metrics averaged over its steps)."""
+  totals = None
+  for first, num_steps in call_plan(ctx):
+    state, metrics = steps_fn(state, arrays, first, phase, num_steps)
+    weighted = jax.tree.map(lambda m, n=num_steps: m * n, metrics)
+    totals = weighted if totals is None else jax.tree.map(jnp.add, totals, weighted)
+  return state, jax.tree.map(lambda t: t / ctx.steps_per_epoch, totals)
 
 
 def make_predict_fn(run: "Run", mesh, num_test: int):
@@ -351,7 +380,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   arrays = device_arrays(data, run.meta_batch, run.mesh)
   num_test = len(data.test.labels)
   test_images = parallel.shard_leading(data.test.images, run.mesh)
-  epoch_fn = make_epoch_fn(run, run.mesh)
+  steps_fn = make_steps_fn(run, run.mesh)
   predict_fn = make_predict_fn(run, run.mesh, num_test)
 
   dirs = replica_dirs(workdir, replicas)
@@ -361,7 +390,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   disable=jax.process_index() != 0, dynamic_ncols=True)
   for epoch in bar:
     started = time.time()
-    state, train_metrics = epoch_fn(state, arrays, method.phase(epoch, ctx))
+    state, train_metrics = run_epoch(steps_fn, state, arrays, method.phase(epoch, ctx), ctx)
     train_metrics = jax.device_get(train_metrics)
     done = epoch + 1
     losses = np.atleast_1d(train_metrics["loss"])
@@ -378,7 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     errors = []
     for r, writer in enumerate(writers):
       values = {k: float(v) for k, v in replica(train_metrics, r, replicas).items()}
-      values.update(epoch_seconds=seconds, compiles=epoch_fn._cache_size())  # one per phase
+      values.update(epoch_seconds=seconds, compiles=steps_fn._cache_size())  # one per phase
       writer.write("train", done, int(np.ravel(state.step)[0]), values)
       if evaluating:
         result = metrics_lib.evaluate(replica(logits, r, replicas), data.test.labels, ctx.class_counts)
