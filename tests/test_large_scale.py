@@ -307,7 +307,7 @@ def test_load_keeps_the_published_split_and_draws_meta_from_val(minis, tmp_path,
   assert data.train.images.shape == (270, 32, 32, 3) and len(data.test) == 80
   assert data.summary()["settings"]["meta.from"] == "val"
   config.dataset.image_size = 4096
-  with pytest.raises(ValueError, match="would take .* GiB .*make_train_loader"):
+  with pytest.raises(ValueError, match="would take .* GiB .*loader.stream=True"):
     data_lib.load(config)
 
 
