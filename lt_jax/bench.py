@@ -72,7 +72,7 @@ def time_method(config, data, repeats: int) -> dict:
   phase = method.phase(config.train.epochs - 1, ctx)  # the last epoch's phase: the meta phase if any
   plan = train.call_plan(ctx)
   started = time.perf_counter()
-  compiled = {n: steps_fn.lower(state, arrays, first, phase, n).compile() for first, n in plan}
+  compiled = {n: steps_fn.lower(state, arrays, 0, phase, n).compile() for n in {n for _, n in plan}}
   compile_seconds = time.perf_counter() - started
 
   def epoch(state):

@@ -138,7 +138,8 @@ def batch_sampler(config, class_counts, labels, kind: str | None = None):
 def run_steps(state: ts.TrainState, arrays: dict, first_step, *, num_steps: int, phase,
               ctx: ts.Context, method, mean, std, meta_batch: int, unroll: bool = False):
   """Steps ``first_step .. first_step + num_steps - 1`` of the current epoch under ``lax.scan``;
-  returns (state, mean metrics). ``unroll`` unrolls the scan (see ``steps_per_call``).
+  returns (state, mean metrics). ``unroll`` writes the steps out instead of a loop (see
+  ``steps_per_call``).
 
   With the instance sampler each epoch visits a fresh permutation of the training set in batches
   of B (the last batch wraps around to the permutation's start so every batch has the same
@@ -178,7 +179,14 @@ def run_steps(state: ts.TrainState, arrays: dict, first_step, *, num_steps: int,
     state, metrics = method.train_step(state, parallel.local_batch(batch, ctx.axis_name), ctx, phase)
     return state, ts.device_mean({**metrics, "lr": lr}, ctx)
 
-  state, metrics = jax.lax.scan(step, state, first_step + jnp.arange(num_steps), unroll=unroll)
+  if unroll:  # straight-line code, no while loop (not even lax.scan(unroll=True) avoids one)
+    per_step = []
+    for i in range(num_steps):
+      state, step_metrics = step(state, first_step + i)
+      per_step.append(step_metrics)
+    metrics = jax.tree.map(lambda *values: jnp.stack(values), *per_step)
+  else:
+    state, metrics = jax.lax.scan(step, state, first_step + jnp.arange(num_steps))
   return state, jax.tree.map(jnp.mean, metrics)
 
 
@@ -207,8 +215,8 @@ def device_arrays(data, meta_batch: int, mesh) -> dict:
 
 def steps_per_call(ctx: ts.Context) -> int:
   """Steps per jitted call: ``train.steps_per_call``, or by default the whole epoch in one
-  ``lax.scan`` on accelerators and one unrolled step per call on CPU (XLA:CPU runs convolutions
-  inside a loop body ~25x slower than straight-line code)."""
+  ``lax.scan`` on accelerators and one step per call on CPU (XLA:CPU runs a ResNet-32 step ~25x
+  slower inside a loop body than as straight-line code: 41 s against 1.7 s, measured)."""
   wanted = ctx.config.train.get("steps_per_call", 0)
   if wanted:
     return min(wanted, ctx.steps_per_epoch)
