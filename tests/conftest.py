@@ -17,6 +17,11 @@ def tiny_config(config_module, **fields):
   """``config_module``'s :smoke config shrunk further; ``fields`` maps 'a.b' to values."""
   config = config_module.get_config("smoke")
   config.model.width = 2
+  return set_fields(config, fields)
+
+
+def set_fields(config, fields: dict):
+  """``config`` with each 'a.b' of ``fields`` set to its value."""
   for name, value in fields.items():
     *path, last = name.split(".")
     node = config

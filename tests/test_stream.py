@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import large_scale as large_scale_configs
+from conftest import set_fields
 from lt_jax import stream
 from lt_jax import train
 from lt_jax.data import miniature
@@ -36,13 +37,7 @@ def stream_config(root: str, method: str = "ce", **fields):
   config.train.plots = False
   config.loader.stream = True
   config.loader.workers = 0
-  for name, value in fields.items():
-    *path, last = name.split(".")
-    node = config
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return config
+  return set_fields(config, fields)
 
 
 def final_params(workdir: str, epoch: int):

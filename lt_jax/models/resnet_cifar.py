@@ -82,6 +82,15 @@ def check_modulation(modulation: Modulation, points: Mapping[str, int]) -> None:
                        f"{gamma.shape} and {beta.shape}")
 
 
+def stage_modulation_points(stage_widths) -> dict[str, int]:
+  """{point: channels}: ``blockK_conv`` and ``blockK`` for every stage K, in forward order."""
+  points = {}
+  for k, channels in enumerate(stage_widths, start=1):
+    points[f"block{k}_conv"] = channels
+    points[f"block{k}"] = channels
+  return points
+
+
 def check_stage_range(from_stage: Optional[int], to_stage: Optional[int], num_stages: int) -> None:
   """0 <= from_stage <= to_stage <= num_stages (None: from the image / to the logits), or ValueError."""
   first = -1 if from_stage is None else from_stage  # -1: start from the image
@@ -235,12 +244,7 @@ class ResNet(nn.Module):
     return tuple(self.width * 2**k for k in range(len(self.stage_sizes)))
 
   def modulation_points(self) -> dict[str, int]:
-    """{point: channels}: ``blockK_conv`` and ``blockK`` for every stage K, in forward order."""
-    points = {}
-    for k, planes in enumerate(self.stage_widths(), start=1):
-      points[f"block{k}_conv"] = planes
-      points[f"block{k}"] = planes
-    return points
+    return stage_modulation_points(self.stage_widths())
 
   @nn.compact
   def __call__(self, x, train: bool = True, modulation: Modulation = None, return_features: bool = False,

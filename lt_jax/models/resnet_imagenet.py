@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from lt_jax.models.resnet_cifar import (BasicBlock, Classifier, Modulation, batch_norm,
                                         check_modulation, check_stage_range, conv3x3,
+                                        stage_modulation_points,
                                         kaiming_normal, modulate, output_dtype)
 
 Dtype = Any
@@ -110,11 +111,7 @@ class ImageNetResNet(nn.Module):
 
   def modulation_points(self) -> dict[str, int]:
     """{point: channels}: ``blockK_conv`` and ``blockK`` for K = 1..4, in forward order."""
-    points = {}
-    for k, channels in enumerate(self.stage_widths(), start=1):
-      points[f"block{k}_conv"] = channels
-      points[f"block{k}"] = channels
-    return points
+    return stage_modulation_points(self.stage_widths())
 
   @nn.compact
   def __call__(self, x, train: bool = True, modulation: Modulation = None,
