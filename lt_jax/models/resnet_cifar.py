@@ -82,6 +82,13 @@ def check_modulation(modulation: Modulation, points: Mapping[str, int]) -> None:
                        f"{gamma.shape} and {beta.shape}")
 
 
+def pooled_logits(features: jax.Array, num_classes: int, classifier: str, dtype) -> jax.Array:
+  """The ``classifier`` submodule on the global average pool of the pre-pooling map (N, h, w, D)."""
+  logits = Classifier(num_classes, classifier, dtype=dtype, name="classifier")(
+      jnp.mean(features, axis=(1, 2)))
+  return logits.astype(output_dtype(logits))
+
+
 def stage_modulation_points(stage_widths) -> dict[str, int]:
   """{point: channels}: ``blockK_conv`` and ``blockK`` for every stage K, in forward order."""
   points = {}
@@ -275,11 +282,8 @@ class ResNet(nn.Module):
       x = modulate(x, modulation, f"block{k}")
     if to_stage is not None:
       return x
-    features = x
-    logits = Classifier(self.num_classes, self.classifier, dtype=self.dtype, name="classifier")(
-        jnp.mean(features, axis=(1, 2)))
-    logits = logits.astype(output_dtype(logits))
-    return (logits, features) if return_features else logits
+    logits = pooled_logits(x, self.num_classes, self.classifier, self.dtype)
+    return (logits, x) if return_features else logits
 
 
 def cifar_resnet(depth: int, num_classes: int, width: int = 16, classifier: str = "linear",

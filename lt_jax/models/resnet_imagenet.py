@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from lt_jax.models.resnet_cifar import (BasicBlock, Classifier, Modulation, batch_norm,
                                         check_modulation, check_stage_range, conv3x3,
-                                        stage_modulation_points,
+                                        pooled_logits, stage_modulation_points,
                                         kaiming_normal, modulate, output_dtype)
 
 Dtype = Any
@@ -152,11 +152,8 @@ class ImageNetResNet(nn.Module):
       x = modulate(x, modulation, f"block{k}")
     if to_stage is not None:
       return x
-    features = x
-    logits = Classifier(self.num_classes, self.classifier, dtype=self.dtype, name="classifier")(
-        jnp.mean(features, axis=(1, 2)))
-    logits = logits.astype(output_dtype(logits))
-    return (logits, features) if return_features else logits
+    logits = pooled_logits(x, self.num_classes, self.classifier, self.dtype)
+    return (logits, x) if return_features else logits
 
 
 def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
