@@ -89,7 +89,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.augment.std = ()
 
   c.loader = ml_collections.ConfigDict()  # streaming input pipeline (lt_jax.data.large_scale)
-  # True: train from the grain loaders (lt_jax.stream; dataset.source split_file | inat_json |
+  # True: train from the grain loaders (the streamed feed; dataset.source split_file | inat_json |
   # inat_tfds), batches decoded per step instead of the whole set held on the device
   c.loader.stream = False
   c.loader.workers = -1  # decoding processes; -1 = one per CPU core, 0 = in the training process

@@ -1,6 +1,6 @@
 """Speed benchmark: ``python -m lt_jax.bench --config=CONFIG [--config.x=y] [--steps=N]``.
 
-Times the training epoch function of ``train.py`` (sampling, on-device augmentation and the step,
+Times the training epoch function of ``programs.py`` (sampling, on-device augmentation and the step,
 under ``lax.scan``) on random uint8 images of the configured shape already on the device, for the
 plain cross-entropy step and for the configured method. Prints JSON: compile seconds, ms per
 iteration, images per second, peak device memory and the device kind. Runs tiny on CPU (add
@@ -12,7 +12,6 @@ import math
 import os
 import sys
 import time
-import types
 
 from absl import app
 from absl import flags
@@ -25,6 +24,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from lt_jax import methods  # noqa: E402
 from lt_jax import parallel  # noqa: E402
+from lt_jax import programs  # noqa: E402
 from lt_jax import train  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -40,39 +40,38 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["config"])
 
 
-def synthetic_data(num_train: int, num_meta: int, num_classes: int, image_shape, seed: int = 0):
-  """Random uint8 images with balanced labels, shaped like a LongTailData for the loop."""
+def synthetic_data(num_train: int, num_meta: int, num_classes: int, image_shape, seed: int = 0) -> dict:
+  """Random uint8 images with balanced labels: the in-memory feed's device arrays."""
   rng = np.random.default_rng(seed)
-
-  def split(n):
-    return types.SimpleNamespace(images=rng.integers(0, 256, (n, *image_shape), dtype=np.uint8),
-                                 labels=(np.arange(n) % num_classes).astype(np.int32))
-
-  train_split, meta_split = split(num_train), split(num_meta)
-  counts = np.bincount(train_split.labels, minlength=num_classes)
-  return types.SimpleNamespace(train=train_split, meta=meta_split, num_classes=num_classes,
-                               counts=lambda name: counts)
+  arrays = {}
+  for split, n in (("train", num_train), ("meta", num_meta)):
+    arrays[f"{split}_images"] = rng.integers(0, 256, (n, *image_shape), dtype=np.uint8)
+    arrays[f"{split}_labels"] = (np.arange(n) % num_classes).astype(np.int32)
+  return arrays
 
 
-def time_method(config, data, repeats: int) -> dict:
+def time_method(config, arrays: dict, num_classes: int, repeats: int) -> dict:
   """Compile time and the fastest ms per iteration of ``config.method``'s epoch function.
 
   The epoch function is the training loop's own (shard_map over all devices, vmap over replicas).
   """
   method = methods.get_method(config.method)
   mesh = parallel.data_mesh()
-  ctx = train.build_context(config, data)
-  meta_batch = train.meta_batch_size(config, data, mesh.size) if method.needs_meta_data(config) else 0
-  channels = data.train.images.shape[-1]
-  state = parallel.replicate(train.init_replicas(config, ctx, method, data.train.images.shape[1:]), mesh)
-  run = train.Run(data, ctx, method, state, mngr=None, start_epoch=0, mean=np.full(channels, 0.5, np.float32),
-                  std=np.full(channels, 0.25, np.float32), meta_batch=meta_batch, mesh=mesh)
-  arrays = train.device_arrays(data, meta_batch, mesh)
-  steps_fn = train.make_steps_fn(run, mesh)
-  phase = method.phase(config.train.epochs - 1, ctx)  # the last epoch's phase: the meta phase if any
-  plan = train.call_plan(ctx)
+  labels = arrays["train_labels"]
+  ctx = train.build_context(config, class_counts=np.bincount(labels, minlength=num_classes),
+                            train_labels=labels)
+  meta_batch = (train.meta_batch_size(config, len(arrays["meta_labels"]), mesh.size)
+                if method.needs_meta_data(config) else 0)
+  image_shape = arrays["train_images"].shape[1:]
+  state = parallel.replicate(train.init_replicas(config, ctx, method, image_shape), mesh)
+  channels = image_shape[-1]
+  steps_fn = programs.make_steps_fn(ctx, method, mesh, mean=np.full(channels, 0.5, np.float32),
+                                    std=np.full(channels, 0.25, np.float32), meta_batch=meta_batch)
+  arrays = parallel.replicate(arrays, mesh)
+  mode = method.mode(config.train.epochs - 1, ctx)  # the last epoch's mode: the meta steps if any
+  plan = programs.call_plan(ctx)
   started = time.perf_counter()
-  compiled = {n: steps_fn.lower(state, arrays, 0, phase, n).compile() for n in {n for _, n in plan}}
+  compiled = {n: steps_fn.lower(state, arrays, 0, mode, n).compile() for n in {n for _, n in plan}}
   compile_seconds = time.perf_counter() - started
 
   def epoch(state):
@@ -87,7 +86,7 @@ def time_method(config, data, repeats: int) -> dict:
     state = epoch(state)
     best = min(best, time.perf_counter() - started)
   ms = 1000 * best / ctx.steps_per_epoch
-  return {"method": config.method, "phase": phase, "replicas": config.replicas,
+  return {"method": config.method, "mode": mode, "replicas": config.replicas,
           "steps_per_jit_call": plan[0][1],
           "compute_dtype": config.model.dtype, "compile_seconds": round(compile_seconds, 2),
           "ms_per_iteration": round(ms, 3),
@@ -97,16 +96,16 @@ def time_method(config, data, repeats: int) -> dict:
 def benchmark(config, steps: int, repeats: int, image_shape, num_classes: int) -> dict:
   """Plain cross-entropy step and the configured method on synthetic data of the run's shape."""
   num_meta = max(config.meta.batch_size, num_classes)
-  data = synthetic_data(steps * config.train.batch_size, num_meta, num_classes, image_shape)
+  arrays = synthetic_data(steps * config.train.batch_size, num_meta, num_classes, image_shape)
   plain = config.copy_and_resolve_references()
   with plain.unlocked():
     plain.method, plain.loss.name, plain.loss.reweight = "erm", "ce", "none"
-  results = {"plain": time_method(plain, data, repeats)}
+  results = {"plain": time_method(plain, arrays, num_classes, repeats)}
   if config.method != "erm":
     if config.meta.strategy == "none":
       with config.unlocked():
         config.meta.strategy = "meta"
-    results["method"] = time_method(config, data, repeats)
+    results["method"] = time_method(config, arrays, num_classes, repeats)
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
   return {

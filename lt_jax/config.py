@@ -1,13 +1,18 @@
-"""Validation of the fields the training loop reads, with errors that name the field.
+"""``validate(config)``: every check of a run in one place, called once at load, with errors that
+name the field and what is allowed.
 
-The data fields (``dataset.*``, ``meta.*``) are checked where they are read, in ``lt_jax.data``;
-model and loss names in ``lt_jax.models`` and ``lt_jax.losses``.
+The data fields' checks live beside the data (``lt_jax.data.check_config``), each method's in its
+``Method.validate_config``; this module calls them all.
 """
+
+import copy
 
 import ml_collections
 
+from lt_jax import data
 from lt_jax import methods
 from lt_jax.data import samplers
+from lt_jax.data import split_lists
 
 CHOICES = {
     "augment.pad_mode": ("constant", "reflect"),
@@ -34,10 +39,10 @@ def field(config: ml_collections.ConfigDict, name: str):
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ValueError naming the first bad field and what was expected; returns the config."""
+  """Every check a run needs, once, before any data is read: the generic fields, the data fields,
+  the feed, the method's own. Raises ValueError naming the first bad field and what is allowed;
+  returns the config."""
   method = methods.get_method(config.method)
-  if hasattr(method, "validate_config"):
-    method.validate_config(config)
   for name, allowed in CHOICES.items():
     if field(config, name) not in allowed:
       raise ValueError(f"{name}={field(config, name)!r} is not allowed; expected one of {list(allowed)}")
@@ -52,31 +57,55 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ValueError(f"optim.decay_epochs={tuple(decays)} must be increasing")
   if len(config.augment.mean) != len(config.augment.std):
     raise ValueError("augment.mean and augment.std must have the same length (or both be empty)")
-  if config.method == "fsa":
-    validate_fsa(config)
-  if config.method in DECOUPLE_METHODS:
-    validate_phase2(config, "decouple")
-    if not config.decouple.tau >= 0:
-      raise ValueError(f"decouple.tau={config.decouple.tau!r} must be >= 0")
-    if not config.decouple.la_tau >= 0:
-      raise ValueError(f"decouple.la_tau={config.decouple.la_tau!r} must be >= 0")
-    if config.decouple.sampler not in DECOUPLE_SAMPLERS:
-      raise ValueError(f"decouple.sampler={config.decouple.sampler!r} is not allowed; expected one of "
-                       f"{list(DECOUPLE_SAMPLERS)}")
+  data.check_config(config)
+  if method.needs_meta_data(config) and config.meta.strategy == "none":
+    raise ValueError(f"config.method={config.method!r} needs balanced meta data: set meta.strategy "
+                     "to 'meta' or 'development' (it is 'none')")
+  if config.loader.stream:
+    validate_streaming(config, method)
+  if method.two_phase:
+    validate_phase2(config, method.phase2_group)
+  method.validate_config(config)
   return config
 
 
-# --- Phase II methods (FSA, decoupled classifiers) --------------------------------------------------
+def validate_streaming(config: ml_collections.ConfigDict, method: methods.Method) -> None:
+  """What ``loader.stream=True`` cannot run, each with the reason and the way out."""
+  source = config.dataset.source
+  if source not in split_lists.SOURCES:
+    raise ValueError(f"loader.stream=True needs a streaming dataset.source (one of "
+                     f"{list(split_lists.SOURCES)}); got dataset.source={source!r}. Set "
+                     "loader.stream=False to load it in memory")
+  if config.replicas != 1:
+    raise ValueError(f"replicas={config.replicas}: loader.stream=True trains one model (the grain "
+                     "loader feeds one batch order); run the seeds as separate jobs")
+  if config.dataset.sampler != "instance":
+    raise ValueError(f"dataset.sampler={config.dataset.sampler!r} is not streamed: the grain "
+                     "loader draws instance-balanced batches; use dataset.sampler='instance' or "
+                     "loader.stream=False")
+  if method.two_phase:
+    raise ValueError(f"config.method={config.method!r} is two-phase: its phase II reads the training "
+                     "images in memory and does not stream yet; set loader.stream=False")
+  if method.extra_batches(config):
+    raise ValueError(f"config.method={config.method!r} needs extra batches from other samplers, "
+                     "which the streaming loader does not draw; set loader.stream=False")
+  if len(config.augment.mean) != 3 or len(config.augment.std) != 3:
+    raise ValueError(f"loader.stream=True needs augment.mean and augment.std (3 values each, e.g. "
+                     f"the ImageNet constants; channel statistics cannot come from a stream); got "
+                     f"{len(config.augment.mean)} and {len(config.augment.std)}")
+
+
+# --- Phase II of two-phase methods (FSA, decoupled classifiers) -------------------------------------
 
 PHASE2_SCHEDULES = ("constant", "cosine")
-DECOUPLE_METHODS = ("crt", "tau_norm", "lws", "posthoc_la")
-DECOUPLE_SAMPLERS = ("class_balanced", "instance")
-FSA_CHOICES = {"fsa.mode": ("fsa", "balanced"), "fsa.confusion": ("paper", "transposed")}
 
 
 def validate_phase2(config: ml_collections.ConfigDict, group: str) -> None:
-  """The fields every phase-II group (``fsa``, ``decouple``) has."""
+  """The fields every phase-II group (``fsa``, ``decouple``) has; an inline phase I is validated too."""
   cfg = config[group]
+  if config.replicas != 1:
+    raise ValueError(f"replicas={config.replicas}: two-phase methods fit one head on one phase-I "
+                     "network; run the seeds as separate jobs")
   for name in ("steps", "eval_every", "batch_size"):
     value = cfg[name]
     if not isinstance(value, int) or value < (0 if name == "steps" else 1):
@@ -90,29 +119,10 @@ def validate_phase2(config: ml_collections.ConfigDict, group: str) -> None:
   if cfg.schedule not in PHASE2_SCHEDULES:
     raise ValueError(f"{group}.schedule={cfg.schedule!r} is not allowed; expected one of "
                      f"{list(PHASE2_SCHEDULES)}")
-  methods.get_method(cfg.phase1_method)
-
-
-def validate_fsa(config: ml_collections.ConfigDict) -> None:
-  """FSA's fields: thresholds 0 <= tau_g < tau_s <= 1, h_r in (0, 1), N_a, N_f >= 1, the batch."""
-  validate_phase2(config, "fsa")
-  cfg = config.fsa
-  for name, allowed in FSA_CHOICES.items():
-    if field(config, name) not in allowed:
-      raise ValueError(f"{name}={field(config, name)!r} is not allowed; expected one of {list(allowed)}")
-  if not 0 <= cfg.tau_g < cfg.tau_s <= 1:
-    raise ValueError(f"fsa.tau_g={cfg.tau_g} and fsa.tau_s={cfg.tau_s}: need 0 <= tau_g < tau_s <= 1")
-  if not 0 < cfg.head_ratio < 1:
-    raise ValueError(f"fsa.head_ratio={cfg.head_ratio} (h_r) must be in (0, 1)")
-  for name in ("num_augment", "num_confusing"):
-    if not isinstance(cfg[name], int) or cfg[name] < 1:
-      raise ValueError(f"fsa.{name}={cfg[name]!r} must be a positive integer")
-  if cfg.batch_size < 2 * (1 + cfg.num_augment):
-    raise ValueError(f"fsa.batch_size={cfg.batch_size} must be at least 2 (1 + fsa.num_augment) = "
-                     f"{2 * (1 + cfg.num_augment)} (one tail sample with its N_a syntheses and as "
-                     "many head samples)")
-  if not isinstance(cfg.stage, int) or cfg.stage < -1 or cfg.stage == 0:
-    raise ValueError(f"fsa.stage={cfg.stage!r} must be -1 (after the last stage) or a stage 1, 2, ...")
-  if not config.model.name.startswith("resnet"):
-    raise ValueError(f"method 'fsa' needs a ResNet (model.name={config.model.name!r}): CAMs need a "
-                     "spatial feature map before global average pooling")
+  if methods.get_method(cfg.phase1_method).two_phase:
+    raise ValueError(f"{group}.phase1_method={cfg.phase1_method!r} is itself a two-phase method; "
+                     "expected a one-phase method such as 'erm', 'mwnet', 'cbmeta' or 'mfm'")
+  if not cfg.phase1_workdir:
+    phase1 = copy.deepcopy(config)
+    phase1.method = cfg.phase1_method
+    validate(phase1)

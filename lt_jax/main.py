@@ -1,8 +1,8 @@
 """Command line: ``python -m lt_jax.main --config=configs/X.py[:smoke] --workdir=DIR [--config.a.b=v]``.
 
-Kept short: flags, optional multi-host initialisation, then ``train.train_and_evaluate`` (or, for
-a two-phase method such as FSA or cRT, the method's own ``run(config, workdir)``).
-Re-running the same command on the same workdir resumes from the latest checkpoint.
+Kept short: flags, optional multi-host initialisation, then ``run.run`` (validation once, then
+one-phase training or a two-phase method). Re-running the same command on the same workdir
+resumes from the latest checkpoint.
 """
 
 import os
@@ -34,11 +34,12 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   logging.info("process %d of %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-  from lt_jax import train  # pylint: disable=g-import-not-at-top
+  from lt_jax import loop  # pylint: disable=g-import-not-at-top
+  from lt_jax import run  # pylint: disable=g-import-not-at-top
 
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, NotImplementedError, train.NonFiniteLossError) as e:
+    run.run(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, loop.NonFiniteLossError) as e:
     sys.exit(f"error: {e}")
 
 

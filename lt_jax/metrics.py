@@ -61,3 +61,8 @@ def evaluate(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray) -
     correct = np.diag(confusion)[mask].sum()
     result[f"{group}_accuracy"] = float(100.0 * correct / total) if total else None
   return result
+
+
+def shot_group_sizes(train_counts: np.ndarray) -> dict[str, int]:
+  """Classes per shot group (many > 100, medium 20-100, few < 20)."""
+  return {group: int(mask.sum()) for group, mask in shot_groups(train_counts).items()}

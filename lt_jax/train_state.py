@@ -6,7 +6,7 @@ the V-net or modulator parameters phi and their optimiser state); it is ``{}`` f
 """
 
 import dataclasses
-from typing import Any, Hashable
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -111,5 +111,3 @@ def classification_metrics(logits, labels, loss) -> dict[str, jax.Array]:
   """Per-step scalars: loss and top-1 accuracy on the (augmented) training batch."""
   return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
-
-PhaseT = Hashable

@@ -1,7 +1,5 @@
 """Shared test fixtures: tiny configs, contexts, states and batches for method steps."""
 
-import types
-
 import jax
 import numpy as np
 import pytest
@@ -31,18 +29,17 @@ def set_fields(config, fields: dict):
   return config
 
 
-def fake_data(counts):
-  """Just what build_context reads from a LongTailData."""
+def context(config, counts):
+  """The run context of ``config`` on a training set with these per-class counts."""
   labels = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
-  return types.SimpleNamespace(train=types.SimpleNamespace(labels=labels), num_classes=len(counts),
-                               counts=lambda split: np.asarray(counts))
+  return train.build_context(config, class_counts=np.asarray(counts), train_labels=labels)
 
 
 def step_setup(config, counts=(24, 12, 6, 3), batch_size=6, meta_batch=4, seed=0,
                image_shape=IMAGE_SHAPE):
   """(ctx, method, state, batch) for a method step on random normalised images."""
   config.train.batch_size = batch_size
-  ctx = train.build_context(config, fake_data(counts))
+  ctx = context(config, counts)
   method = methods.get_method(config.method)
   state = train.init_state(config, ctx, method, image_shape)
   rng = np.random.default_rng(seed)

@@ -21,6 +21,7 @@ from lt_jax import checkpointing
 from lt_jax import config as config_lib
 from lt_jax import losses
 from lt_jax import models
+from lt_jax import run
 from lt_jax import train_state as ts
 from lt_jax.methods import bbn as bbn_method
 from lt_jax.methods import decouple
@@ -212,7 +213,7 @@ def test_bbn_alpha_one_ignores_the_rebalancing_branch():
 def test_bbn_step_loss_by_hand_and_params_change():
   config = tiny_config(bbn_cifar)
   ctx, method, state, batch = step_setup(config)
-  assert method is bbn_method and method.extra_batches(config) == {"reversed": "reversed"}
+  assert method.train_step is bbn_method.train_step and method.extra_batches(config) == {"reversed": "reversed"}
   rng = np.random.default_rng(5)
   batch = {**batch, "reversed_images": jnp.asarray(rng.normal(size=batch["images"].shape), jnp.float32),
            "reversed_labels": jnp.array([3, 3, 2, 3, 1, 2], jnp.int32),
@@ -257,9 +258,9 @@ def test_bbn_cli_smoke_run_then_posthoc_adjustment(tmp_path):
   # Post-hoc logit adjustment of the BBN checkpoint: bias b - tau log pi, everything else kept.
   config = tiny_config(posthoc_la_cifar, **{"train.plots": False, "decouple.phase1_workdir": str(workdir),
                                             "decouple.la_tau": 0.8})
-  phase2 = decouple.run(config, str(tmp_path / "posthoc"))
+  phase2 = run.run(config, str(tmp_path / "posthoc"))
   assert phase2["phase1_final_top1_error"] == summary["final_top1_error"]
-  counts = np.asarray(json.loads((workdir / "data_selection.json").read_text())["train"], np.float64)
+  counts = np.asarray(json.loads((workdir / "data_selection.json").read_text())["counts"]["train"], np.float64)
   before, after = restored(workdir)["params"], restored(tmp_path / "posthoc")["params"]
   np.testing.assert_allclose(after["classifier"]["bias"],
                              before["classifier"]["bias"] - 0.8 * np.log(counts / counts.sum()), rtol=1e-5)

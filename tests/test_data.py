@@ -228,14 +228,15 @@ def test_load_digits_end_to_end(tmp_path):
   assert data.train.labels.dtype == np.int32 and data.train.indices.dtype == np.int64
   np.testing.assert_array_equal(data.train.images, raw.train_images[data.train.indices])
   np.testing.assert_array_equal(data.meta.labels, raw.train_labels[data.meta.indices])
-  summary = json.loads(json.dumps(data.summary()))
-  assert summary["train"] == data.counts("train").tolist()
+  summary = json.loads(json.dumps(data.selection()))
+  assert summary["counts"]["train"] == data.counts("train").tolist()
   assert summary["totals"] == {"train": len(data.train), "meta": 50, "test": 500}
-  assert summary["dataset"] == "digits" and summary["classes"] == list("0123456789")
-  path = data_lib.save_selection(data, str(tmp_path / "run"))
+  assert summary["dataset"] == "digits" and summary["class_names"] == list("0123456789")
+  path = data_lib.save_selection(data.selection(), str(tmp_path / "run"))
   saved = json.loads(pathlib.Path(path).read_text())
   assert saved["indices"]["train"] == data.train.indices.tolist()
-  assert saved["meta"] == [5] * 10 and os.listdir(tmp_path / "run") == ["data_selection.json"]
+  assert saved["counts"]["meta"] == [5] * 10 and os.listdir(tmp_path / "run") == ["data_selection.json"]
+  assert data_lib.read_selection(str(tmp_path / "run")) == saved
 
 
 def test_load_empty_meta_and_resize():
@@ -273,7 +274,8 @@ def test_cli_prints_the_summary_and_writes_the_selection(tmp_path):
        "--config.meta.strategy=development", f"--workdir={tmp_path}"],
       cwd=repo, capture_output=True, text=True, check=True, timeout=120)
   summary = json.loads(result.stdout)
-  assert summary["train"][0] > summary["train"][-1] and summary["meta"] == [5] * 10
+  assert summary["counts"]["train"][0] > summary["counts"]["train"][-1]
+  assert summary["counts"]["meta"] == [5] * 10
   assert json.loads((tmp_path / "data_selection.json").read_text())["totals"] == summary["totals"]
 
 

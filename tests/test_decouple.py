@@ -12,8 +12,10 @@ from configs import lws_cifar
 from configs import tau_norm_cifar
 from lt_jax import checkpointing
 from lt_jax import config as config_lib
-from lt_jax import finetune
+from lt_jax import run
 from lt_jax import train
+from lt_jax import two_phase
+from lt_jax.data import samplers
 from lt_jax.methods import decouple
 from tests.conftest import tiny_config
 
@@ -28,10 +30,9 @@ def test_tau_normalise_by_hand():
 
 def test_class_balanced_sampler_frequencies():
   labels = np.repeat(np.arange(3), [200, 20, 2])
-  members, counts = finetune.class_members(labels, 3)
-  present = jnp.arange(3)
-  ids = np.asarray(jax.jit(finetune.class_balanced_ids, static_argnums=4)(
-      jax.random.key(0), present, jnp.asarray(members), jnp.asarray(counts), 30_000))
+  index = samplers.class_index(labels, 3)
+  probs = samplers.class_probabilities(np.bincount(labels), "class_balanced")
+  ids = np.asarray(jax.jit(samplers.sample_ids, static_argnums=3)(jax.random.key(0), index, probs, 30_000))
   freq = np.bincount(labels[ids], minlength=3) / len(ids)
   np.testing.assert_allclose(freq, [1 / 3] * 3, atol=0.015)
   rare = ids[labels[ids] == 2]
@@ -50,10 +51,10 @@ def test_bad_decouple_fields_are_named(field, value):
 def test_phase1_errors_name_the_field(tmp_path):
   config = tiny_config(crt_cifar, **{"decouple.phase1_workdir": str(tmp_path)})
   with pytest.raises(FileNotFoundError, match="decouple.phase1_workdir"):
-    finetune.load_phase1(config, str(tmp_path / "out"), "decouple")
+    two_phase.load_phase1(config, str(tmp_path / "out"), "decouple")
   config = tiny_config(crt_cifar, **{"decouple.phase1_method": "fsa"})
   with pytest.raises(ValueError, match="decouple.phase1_method"):
-    finetune.load_phase1(config, str(tmp_path / "out"), "decouple")
+    config_lib.validate(config)
 
 
 def restored(workdir):
@@ -82,7 +83,7 @@ def test_crt_tau_norm_lws_on_a_frozen_phase1_run(tmp_path):
   b1 = np.asarray(p1["params"]["classifier"]["bias"])
 
   # cRT: re-initialised classifier re-trained; backbone and BatchNorm statistics unchanged.
-  summary = decouple.run(phase2_config(crt_cifar, phase1_dir), str(tmp_path / "crt"))
+  summary = run.run(phase2_config(crt_cifar, phase1_dir), str(tmp_path / "crt"))
   crt = restored(tmp_path / "crt")
   assert equal_trees({k: v for k, v in crt["params"].items() if k != "classifier"}, backbone)
   assert equal_trees(crt["batch_stats"], p1["batch_stats"])
@@ -90,12 +91,12 @@ def test_crt_tau_norm_lws_on_a_frozen_phase1_run(tmp_path):
   assert int(crt["step"]) == 10 and summary["final_epoch"] == 2
   assert summary["phase1_final_top1_error"] == json.load(open(phase1_dir / "summary.json"))["final_top1_error"]
   # Same seed, same result; the finished workdir is not trained again.
-  decouple.run(phase2_config(crt_cifar, phase1_dir), str(tmp_path / "crt_again"))
+  run.run(phase2_config(crt_cifar, phase1_dir), str(tmp_path / "crt_again"))
   assert equal_trees(restored(tmp_path / "crt_again")["params"], crt["params"])
-  assert decouple.run(phase2_config(crt_cifar, phase1_dir), str(tmp_path / "crt")) == summary
+  assert run.run(phase2_config(crt_cifar, phase1_dir), str(tmp_path / "crt")) == summary
 
   # tau-norm: W_c / ||W_c||^tau by hand, bias and backbone untouched, nothing trained.
-  summary = decouple.run(phase2_config(tau_norm_cifar, phase1_dir, **{"decouple.tau": 0.5}),
+  summary = run.run(phase2_config(tau_norm_cifar, phase1_dir, **{"decouple.tau": 0.5}),
                          str(tmp_path / "tau"))
   tau = restored(tmp_path / "tau")
   np.testing.assert_allclose(tau["params"]["classifier"]["kernel"],
@@ -105,7 +106,7 @@ def test_crt_tau_norm_lws_on_a_frozen_phase1_run(tmp_path):
   assert int(tau["step"]) == 0 and summary["final_epoch"] == 1
 
   # LWS: learned scales f_c folded into W and b; everything else frozen.
-  decouple.run(phase2_config(lws_cifar, phase1_dir, **{"decouple.lr": 0.5}), str(tmp_path / "lws"))
+  run.run(phase2_config(lws_cifar, phase1_dir, **{"decouple.lr": 0.5}), str(tmp_path / "lws"))
   lws = restored(tmp_path / "lws")
   scales = np.asarray(lws["meta"]["head"]["scales"])
   assert not np.allclose(scales, 1.0)

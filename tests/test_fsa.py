@@ -13,11 +13,12 @@ import pytest
 from configs import fsa_cifar
 from lt_jax import checkpointing
 from lt_jax import config as config_lib
-from lt_jax import finetune
-from lt_jax import fsa as fsa_lib
 from lt_jax import models
 from lt_jax import train
+from lt_jax import two_phase
 from lt_jax.methods import fsa as fsa_method
+from lt_jax.methods import fsa_ops
+from lt_jax.methods import heads
 from tests.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +63,7 @@ def test_cam_from_weights_equals_grad_cam(tiny_net):
   _, features = model.apply(variables, images, train=False, return_features=True)
   labels = jnp.array([0, 1, 2, 3, 1, 2])
   want = np.asarray(grad_cam(model, variables, features, labels))
-  got = np.asarray(fsa_lib.class_activation_maps(features, variables["params"]["classifier"]["kernel"],
+  got = np.asarray(fsa_ops.class_activation_maps(features, variables["params"]["classifier"]["kernel"],
                                                  labels))
   assert features.shape[1:3] == (4, 4)
   varies = np.all(np.isfinite(want), axis=(1, 2))  # Grad-CAM is NaN (0 / 0) on a constant map
@@ -72,22 +73,22 @@ def test_cam_from_weights_equals_grad_cam(tiny_net):
   np.testing.assert_allclose(got[varies].min(axis=(1, 2)), 0.0, atol=1e-6)
   np.testing.assert_allclose(got[varies].max(axis=(1, 2)), 1.0, atol=1e-6)
   # A different class gives a different map (the CAM really depends on y).
-  other = fsa_lib.class_activation_maps(features, variables["params"]["classifier"]["kernel"], (labels + 1) % 4)
+  other = fsa_ops.class_activation_maps(features, variables["params"]["classifier"]["kernel"], (labels + 1) % 4)
   assert not np.allclose(got, other)
 
 
 def test_constant_cam_normalises_to_zero_not_nan():
   features = jnp.zeros((2, 3, 3, 4)).at[1].set(1.0)  # all-zero map; all-equal vectors
   kernel = jnp.ones((4, 5))
-  cam = fsa_lib.class_activation_maps(features, kernel, jnp.array([0, 3]))
+  cam = fsa_ops.class_activation_maps(features, kernel, jnp.array([0, 3]))
   np.testing.assert_array_equal(cam, np.zeros((2, 3, 3)))
-  specific, generic = fsa_lib.decompose(cam, 0.8, 0.2)
+  specific, generic = fsa_ops.decompose(cam, 0.8, 0.2)
   assert not specific.any() and generic.all()
 
 
 def test_masks_use_strict_thresholds():
   cam = jnp.array([[[0.0, 0.1, 0.2, 0.5, 0.8, 0.81, 1.0]]])
-  specific, generic = fsa_lib.decompose(cam, tau_s=0.8, tau_g=0.2)
+  specific, generic = fsa_ops.decompose(cam, tau_s=0.8, tau_g=0.2)
   np.testing.assert_array_equal(specific[0, 0], [0, 0, 0, 0, 0, 1, 1])
   np.testing.assert_array_equal(generic[0, 0], [1, 1, 0, 0, 0, 0, 0])
 
@@ -102,39 +103,39 @@ def test_bad_fsa_fields_are_named(field, value):
 
 
 def test_head_tail_split_cifar10_if100():
-  head, tail = fsa_lib.head_tail_split(CIFAR10_IF100, 0.9)
+  head, tail = fsa_ops.head_tail_split(CIFAR10_IF100, 0.9)
   np.testing.assert_array_equal(head, [0, 1, 2, 3, 4])  # 11515 / 12406 = 92.8% >= 90%
   np.testing.assert_array_equal(tail, [5, 6, 7, 8, 9])
   # The split follows the counts, not the class ids.
   order = np.array([3, 9, 0, 5, 1, 7, 2, 8, 4, 6])
-  head, tail = fsa_lib.head_tail_split(np.array(CIFAR10_IF100)[np.argsort(order)], 0.9)
+  head, tail = fsa_ops.head_tail_split(np.array(CIFAR10_IF100)[np.argsort(order)], 0.9)
   np.testing.assert_array_equal(head, np.sort(order[:5]))
-  np.testing.assert_array_equal(fsa_lib.head_tail_split(CIFAR10_IF100, 0.5)[0], [0, 1])
+  np.testing.assert_array_equal(fsa_ops.head_tail_split(CIFAR10_IF100, 0.5)[0], [0, 1])
   with pytest.raises(ValueError, match="fsa.head_ratio"):
-    fsa_lib.head_tail_split([10, 10], 0.99)
+    fsa_ops.head_tail_split([10, 10], 0.99)
 
 
 def test_confusing_classes_paper_and_transposed_readings():
   probs = np.array([[0.7, 0.2, 0.1, 0.0], [0.1, 0.6, 0.1, 0.2], [0.5, 0.1, 0.4, 0.0],
                     [0.1, 0.5, 0.1, 0.3]])
-  scores = fsa_lib.mean_scores(np.repeat(probs, 2, axis=0), np.repeat(np.arange(4), 2), 4)
+  scores = fsa_ops.mean_scores(np.repeat(probs, 2, axis=0), np.repeat(np.arange(4), 2), 4)
   np.testing.assert_allclose(scores, probs)
   # paper: row t -> the classes t's samples score highest (not t itself)
-  np.testing.assert_array_equal(fsa_lib.confusing_classes(scores, 2, "paper"),
+  np.testing.assert_array_equal(fsa_ops.confusing_classes(scores, 2, "paper"),
                                 [[1, 2], [3, 0], [0, 1], [1, 0]])
   # transposed: column t -> the classes whose samples score t highest
-  np.testing.assert_array_equal(fsa_lib.confusing_classes(scores, 2, "transposed"),
+  np.testing.assert_array_equal(fsa_ops.confusing_classes(scores, 2, "transposed"),
                                 [[2, 1], [3, 0], [0, 1], [1, 0]])
   with pytest.raises(ValueError, match="fsa.num_confusing"):
-    fsa_lib.confusing_classes(scores, 4)
+    fsa_ops.confusing_classes(scores, 4)
 
 
 def test_pick_confusing_uses_each_confusing_class_once():
   rows = jnp.array([[5, 6, 7], [1, 2, 3]])
-  picks = np.asarray(fsa_lib.pick_confusing(jax.random.key(0), rows, 3))
+  picks = np.asarray(fsa_ops.pick_confusing(jax.random.key(0), rows, 3))
   for row, pick in zip(np.asarray(rows), picks):
     assert sorted(pick) == sorted(row)
-  picks = np.asarray(fsa_lib.pick_confusing(jax.random.key(1), rows, 2))
+  picks = np.asarray(fsa_ops.pick_confusing(jax.random.key(1), rows, 2))
   assert all(len(set(p)) == 2 and set(p) <= set(r) for p, r in zip(picks, np.asarray(rows)))
 
 
@@ -162,7 +163,7 @@ def test_every_synthesised_feature_carries_its_tail_samples_label():
   tail_labels = np.array([7, 8, 9], np.int32)
   head = np.full((num_tail * (1 + num_aug), size, size, 3), -1.0, np.float32)
   head_labels = np.arange(num_tail * (1 + num_aug), dtype=np.int32) % 3
-  compose = jax.jit(fsa_lib.compose, static_argnames=("tau_s", "tau_g"))
+  compose = jax.jit(fsa_ops.compose, static_argnames=("tau_s", "tau_g"))
   maps, labels, gamma = compose(
       jax.random.key(0), tail, tail_labels, tail_cams, conf, conf_cams, head, head_labels,
       tau_s=0.8, tau_g=0.2)
@@ -198,8 +199,7 @@ def phase1(tmp_path_factory):
   """An untrained digits setup standing in for a phase-I run (the batch needs no training)."""
   config = tiny_config(fsa_cifar)
   config.method = "erm"
-  run = train.setup(config, str(tmp_path_factory.mktemp("phase1")))
-  return finetune.Phase1(run, "phase1", config, None)
+  return two_phase.frozen_net(train.setup(config, str(tmp_path_factory.mktemp("phase1"))), "phase1")
 
 
 @pytest.mark.parametrize("mode,stage", [("fsa", 2), ("balanced", -1)])
@@ -207,26 +207,26 @@ def test_batch_composition_and_determinism(phase1, mode, stage):
   """FSA batches (here augmenting after stage 2; the CLI test covers the last stage) and the control."""
   config = tiny_config(fsa_cifar, **{"fsa.mode": mode, "fsa.batch_size": 33, "fsa.num_augment": 3,
                                      "fsa.stage": stage})
-  the_plan = fsa_method.plan(config, phase1)
-  counts = phase1.run.ctx.class_counts
-  head, tail = fsa_lib.head_tail_split(counts, 0.9)
+  head_fn = fsa_method.make_head(config, phase1)
+  the_plan = head_fn.files[fsa_method.PLAN_FILE]
+  counts = phase1.class_counts
+  head, tail = fsa_ops.head_tail_split(counts, 0.9)
   assert the_plan["head"] == head.tolist() and the_plan["tail"] == tail.tolist()
   num_tail = 33 // 8
   assert (the_plan["num_tail"], the_plan["batch"]) == (num_tail, 2 * num_tail * 4)
-  head_fn = fsa_method.make_head(config, phase1, the_plan)
   batch = jax.jit(head_fn.batch)
-  pooled, labels, extra = batch(finetune.phase2_key(0, 1), head_fn.init)
+  pooled, labels, extra = batch(heads.phase2_key(0, 1), head_fn.init)
   pooled, labels = np.asarray(pooled), np.asarray(labels)
   side = num_tail * 4
-  assert pooled.shape == (2 * side, phase1.run.state.params["classifier"]["kernel"].shape[0])
+  assert pooled.shape == (2 * side, phase1.params["classifier"]["kernel"].shape[0])
   assert np.isin(labels[:side], tail).all() and np.isin(labels[side:], head).all()
   if mode == "fsa":
     np.testing.assert_array_equal(labels[num_tail:side], np.repeat(labels[:num_tail], 3))
     assert 0 < float(extra["gamma"]) < 1
-  again, again_labels, _ = batch(finetune.phase2_key(0, 1), head_fn.init)
+  again, again_labels, _ = batch(heads.phase2_key(0, 1), head_fn.init)
   np.testing.assert_array_equal(np.asarray(again), pooled)
   np.testing.assert_array_equal(np.asarray(again_labels), labels)
-  other, _, _ = batch(finetune.phase2_key(0, 2), head_fn.init)
+  other, _, _ = batch(heads.phase2_key(0, 2), head_fn.init)
   assert not np.allclose(np.asarray(other), pooled)
 
 

@@ -18,6 +18,7 @@ from lt_jax import data as data_lib
 from lt_jax import metrics
 from lt_jax import models
 from lt_jax.data import large_scale
+from lt_jax.data import longtail
 from lt_jax.data import miniature
 from lt_jax.data import split_lists
 from lt_jax.models import convert_torchvision
@@ -96,20 +97,20 @@ def test_missing_list_and_root_name_the_field(minis, tmp_path):
 def test_class_counts_match_the_written_miniature(minis, fmt):
   splits = split_lists.load_split_lists(dataset_config(fmt, minis[fmt]))
   spec = miniature.SPECS[fmt]
-  counts = split_lists.class_counts(splits.train.labels, splits.num_classes)
+  counts = longtail.per_class_counts(splits.train.labels, splits.num_classes)
   np.testing.assert_array_equal(counts, spec["train"])
-  np.testing.assert_array_equal(split_lists.class_counts(splits.test.labels, splits.num_classes),
+  np.testing.assert_array_equal(longtail.per_class_counts(splits.test.labels, splits.num_classes),
                                 [spec["test"]] * splits.num_classes)
   assert (splits.val is None) == (not miniature.LISTS[fmt]["val"])
   groups = metrics.shot_groups(counts)
-  assert split_lists.shot_group_sizes(counts) == {g: int(m.sum()) for g, m in groups.items()}
+  assert metrics.shot_group_sizes(counts) == {g: int(m.sum()) for g, m in groups.items()}
 
 
 def test_shot_group_thresholds():
-  assert split_lists.shot_group_sizes(np.array([101, 100, 20, 19, 1])) == {
+  assert metrics.shot_group_sizes(np.array([101, 100, 20, 19, 1])) == {
       "many": 1, "medium": 2, "few": 2}
   splits_counts = np.array(miniature.SPECS["imagenet_lt"]["train"])  # 120 60 30 20 19 10 6 5
-  assert split_lists.shot_group_sizes(splits_counts) == {"many": 1, "medium": 3, "few": 4}
+  assert metrics.shot_group_sizes(splits_counts) == {"many": 1, "medium": 3, "few": 4}
 
 
 def test_inat_json_numbers_sparse_category_ids_in_order(minis):
@@ -305,7 +306,7 @@ def test_load_keeps_the_published_split_and_draws_meta_from_val(minis, tmp_path,
   np.testing.assert_array_equal(data.counts("train"), miniature.SPECS["imagenet_lt"]["train"])
   np.testing.assert_array_equal(data.counts("meta"), [5] * 8)
   assert data.train.images.shape == (270, 32, 32, 3) and len(data.test) == 80
-  assert data.summary()["settings"]["meta.from"] == "val"
+  assert data.selection()["settings"]["meta.from"] == "val"
   config.dataset.image_size = 4096
   with pytest.raises(ValueError, match="would take .* GiB .*loader.stream=True"):
     data_lib.load(config)

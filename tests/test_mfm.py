@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from configs import mfm_cifar
+from lt_jax import config as config_lib
 from lt_jax import meta
-from lt_jax import train
+from lt_jax import programs
 from lt_jax import train_state as ts
 from lt_jax.methods import mfm
 from lt_jax.models import modulator as modulator_lib
@@ -111,7 +112,7 @@ def test_meta_step_changes_phi_and_keeps_only_real_batch_statistics(setup):
 def test_evaluation_does_not_depend_on_the_modulator(setup):
   ctx, _, state, batch = setup
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (10, 8, 8, 1)), jnp.uint8)
-  predict = lambda s: train.predict(s.params, s.batch_stats, images, model=ctx.model, mean=np.zeros(1),
+  predict = lambda s: programs.predict(s.params, s.batch_stats, images, model=ctx.model, mean=np.zeros(1),
                                     std=np.ones(1), batch_size=4)
   other = state.replace(meta={"phi": jax.tree.map(lambda a: a + 1.0, state.meta["phi"])})
   np.testing.assert_array_equal(predict(state), predict(other))
@@ -137,6 +138,8 @@ def test_modulator_transfer_round_trip_and_size_check(setup, tmp_path):
     mfm.load_modulator(str(tmp_path / "nowhere"), ctx)
 
 
-def test_unknown_point_is_an_error():
+def test_unknown_point_and_optimizer_are_refused_at_load():
   with pytest.raises(ValueError, match="mfm.points"):
-    step_setup(tiny_config(mfm_cifar, **{"mfm.points": ("block9",)}))
+    config_lib.validate(tiny_config(mfm_cifar, **{"mfm.points": ("block9",)}))
+  with pytest.raises(ValueError, match="mfm.optimizer"):
+    config_lib.validate(tiny_config(mfm_cifar, **{"mfm.optimizer": "rmsprop"}))

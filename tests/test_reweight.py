@@ -89,4 +89,4 @@ def test_cbmeta_pretrain_phase_is_the_plain_mean_loss():
   pre, _ = method.train_step(state, batch, ctx, "pretrain")
   plain, _ = erm.train_step(state, batch, ctx, None)
   chex.assert_trees_all_close(pre.params, plain.params, rtol=1e-5, atol=1e-6)
-  assert reweight.cbmeta_phase(0, ctx) == "pretrain" and reweight.cbmeta_phase(1, ctx) == "meta"
+  assert reweight.cbmeta_mode(0, ctx) == "pretrain" and reweight.cbmeta_mode(1, ctx) == "meta"

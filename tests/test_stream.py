@@ -1,4 +1,4 @@
-"""Streaming training (``loader.stream=True``, lt_jax.stream) on a generated ImageNet-LT miniature."""
+"""Streaming training (``loader.stream=True``, the streamed feed of lt_jax.train) on a generated ImageNet-LT miniature."""
 
 import json
 import os
@@ -11,7 +11,8 @@ import pytest
 
 from configs import large_scale as large_scale_configs
 from conftest import set_fields
-from lt_jax import stream
+from lt_jax import checkpointing
+from lt_jax import run
 from lt_jax import train
 from lt_jax.data import miniature
 
@@ -106,7 +107,8 @@ def test_meta_method_streams_a_meta_batch(mini_root, tmp_path):
   assert sorted(os.listdir(tmp_path / "loader_state")) == [
       "process0_meta_epoch1.bin", "process0_train_epoch1.bin"]
   selection = json.load(open(tmp_path / "data_selection.json"))
-  assert selection["meta"]["split"] == "val" and len(selection["meta"]["indices"]) == 8 * 5
+  assert selection["settings"]["meta.from"] == "val" and len(selection["indices"]["meta"]) == 8 * 5
+  assert selection["counts"]["meta"] == [5] * 8
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -120,7 +122,8 @@ def test_unsupported_settings_are_refused(mini_root, tmp_path, field, value, mat
   if field == "augment.mean":
     fields["augment.std"] = ()
   with pytest.raises(ValueError, match=match):
-    train.train_and_evaluate(stream_config(mini_root, **fields), str(tmp_path))
+    run.run(stream_config(mini_root, **fields), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # refused at load
 
 
 def test_global_batch_splits_over_two_devices_in_the_cli(tmp_path):
@@ -146,7 +149,7 @@ def test_loader_states_follow_the_kept_checkpoints(tmp_path):
     for name in ("train", "meta"):
       (folder / f"process0_{name}_epoch{epoch}.bin").write_bytes(b"{}")
   (folder / "process1_train_epoch1.bin").write_bytes(b"{}")  # another host's: not touched
-  stream.prune_loader_states(str(tmp_path), [2, 3])
+  checkpointing.prune_loader_states(str(tmp_path), [2, 3])
   assert sorted(os.listdir(folder)) == [
       "process0_meta_epoch2.bin", "process0_meta_epoch3.bin", "process0_train_epoch2.bin",
       "process0_train_epoch3.bin", "process1_train_epoch1.bin"]

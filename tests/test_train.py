@@ -10,6 +10,9 @@ import pytest
 
 from configs import ce_cifar
 from lt_jax import checkpointing
+from lt_jax import config as config_lib
+from lt_jax import loop
+from lt_jax import run
 from lt_jax import train
 
 
@@ -59,7 +62,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   train.train_and_evaluate(smoke_config(train__epochs=1), str(tmp_path))
-  with pytest.raises(train.NonFiniteLossError, match="epoch 2"):
+  with pytest.raises(loop.NonFiniteLossError, match="epoch 2"):
     train.train_and_evaluate(smoke_config(optim__lr=1e30, optim__warmup_epochs=0), str(tmp_path))
   assert checkpointing.manager(str(tmp_path), 2).latest_step() == 1
 
@@ -69,13 +72,21 @@ def test_batch_larger_than_data_is_an_error(tmp_path):
     train.setup(smoke_config(train__batch_size=100_000), str(tmp_path))
 
 
-def test_bad_fields_are_named(tmp_path):
-  with pytest.raises(ValueError, match="config.method"):
-    train.setup(_with(method="nope"), str(tmp_path))
-  with pytest.raises(ValueError, match="augment.pad_mode"):
-    train.setup(smoke_config(augment__pad_mode="wrap"), str(tmp_path))
-  with pytest.raises(ValueError, match="optim.decay_epochs"):
-    train.setup(smoke_config(optim__decay_epochs=(3, 1)), str(tmp_path))
+def test_bad_fields_are_named_before_any_data_is_read(tmp_path):
+  for config, field in ((_with(method="nope"), "config.method"),
+                        (smoke_config(augment__pad_mode="wrap"), "augment.pad_mode"),
+                        (smoke_config(optim__decay_epochs=(3, 1)), "optim.decay_epochs"),
+                        (_with(method="cbmeta", meta=_no_meta()), "meta.strategy")):
+    with pytest.raises(ValueError, match=field):
+      run.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+  assert config_lib.validate(smoke_config())
+
+
+def _no_meta():
+  meta = smoke_config().meta
+  meta.strategy = "none"
+  return meta
 
 
 def _with(**top_level):
@@ -97,11 +108,11 @@ def test_learning_rate_schedule_matches_ldam_recipe():
 
 def test_init_checkpoint_loads_all_but_the_classifier(tmp_path):
   """model.init_checkpoint copies converted weights into w; the classifier keeps its fresh init."""
-  from conftest import fake_data, tiny_config  # pylint: disable=g-import-not-at-top
+  from conftest import context, tiny_config  # pylint: disable=g-import-not-at-top
   from lt_jax import methods  # pylint: disable=g-import-not-at-top
   from lt_jax.models import convert_torchvision  # pylint: disable=g-import-not-at-top
   config = tiny_config(ce_cifar)
-  ctx = train.build_context(config, fake_data((40, 24)))
+  ctx = context(config, (40, 24))
   method = methods.get_method(config.method)
   source = train.init_state(config, ctx, method, (8, 8, 1), seed=1)
   path = str(tmp_path / "pretrained.msgpack")

@@ -9,11 +9,11 @@ runs), and ``load`` keeps it as listed, decoding it at ``dataset.image_size``.
 """
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 
+from lt_jax import files
 from lt_jax.data import longtail
 from lt_jax.data import sources
 from lt_jax.data import split_lists
@@ -53,17 +53,34 @@ class LongTailData:
       raise ValueError(f"split={split!r} is not allowed; expected one of {list(SPLIT_NAMES)}")
     return longtail.per_class_counts(getattr(self, split).labels, self.num_classes)
 
-  def summary(self) -> dict:
-    """JSON-able description: per-class counts of each split, totals and the settings."""
-    counts = {split: self.counts(split).tolist() for split in SPLIT_NAMES}
-    return {
-        "dataset": self.name,
-        "classes": list(self.class_names),
-        **counts,
-        "totals": {split: int(sum(c)) for split, c in counts.items()},
-        "image_shape": list(self.train.images.shape[1:]),
-        "settings": dict(self.settings),
-    }
+  def selection(self) -> dict:
+    """What ``data_selection.json`` holds for this data (``selection_record``)."""
+    return selection_record(
+        dataset=self.name, class_names=self.class_names,
+        labels={s: getattr(self, s).labels for s in SPLIT_NAMES},
+        indices={s: getattr(self, s).indices for s in SPLIT_NAMES},
+        image_shape=self.train.images.shape[1:], settings=self.settings)
+
+
+def selection_record(*, dataset: str, class_names, labels: dict, indices: dict, image_shape,
+                     settings: dict) -> dict:
+  """The one schema of ``data_selection.json``, for in-memory and streamed runs alike.
+
+  ``counts`` and ``indices`` have a list per split (train, meta, test): per-class image counts,
+  and each image's position in its source split (``settings['meta.from']`` names the meta set's
+  source split when it is not ``train``).
+  """
+  counts = {s: longtail.per_class_counts(labels[s], len(class_names)).tolist() for s in SPLIT_NAMES}
+  return {
+      "dataset": dataset,
+      "class_names": list(class_names),
+      "num_classes": len(class_names),
+      "counts": counts,
+      "totals": {s: int(sum(c)) for s, c in counts.items()},
+      "image_shape": [int(d) for d in image_shape],
+      "settings": dict(settings),
+      "indices": {s: np.asarray(indices[s]).tolist() for s in SPLIT_NAMES},
+  }
 
 
 def check_config(config) -> None:
@@ -88,7 +105,7 @@ def check_config(config) -> None:
                      f"meta.strategy={meta.strategy!r} (and >= 0 always)")
 
 
-def _settings(config) -> dict:
+def settings_of(config) -> dict:
   """The config fields that determine the data, as plain JSON values."""
   dataset, meta = config.dataset, config.meta
   fields = {f"dataset.{k}": dataset[k] for k in (
@@ -126,7 +143,7 @@ def load(config) -> LongTailData:
       test=_split(raw.test_images, raw.test_labels, test),
       class_names=raw.class_names,
       name=dataset.name,
-      settings=_settings(config))
+      settings=settings_of(config))
 
 
 def _load_given_split(config) -> LongTailData:
@@ -149,24 +166,17 @@ def _load_given_split(config) -> LongTailData:
       test=_split(arrays["test_images"], arrays["test_labels"], test),
       class_names=splits.class_names,
       name=dataset.name,
-      settings={**_settings(config), "meta.from": meta_split})
+      settings={**settings_of(config), "meta.from": meta_split})
 
 
-def save_selection(data: LongTailData, workdir: str) -> str:
-  """Writes ``workdir/data_selection.json`` (summary + chosen indices) atomically; returns it."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, SELECTION_FILE)
-  record = {**data.summary(),
-            "indices": {split: getattr(data, split).indices.tolist() for split in SPLIT_NAMES}}
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(record, f)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+def save_selection(record: dict, workdir: str) -> str:
+  """Writes a ``selection_record`` to ``workdir/data_selection.json`` atomically; returns the path."""
+  return files.write_json_atomic(os.path.join(workdir, SELECTION_FILE), record)
+
+
+def read_selection(workdir: str) -> dict:
+  """The ``data_selection.json`` of a run's workdir."""
+  return files.read_json(os.path.join(workdir, SELECTION_FILE), "the data selection of an lt_jax run")
 
 
 def channel_stats(images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,4 +198,5 @@ def channel_stats(images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(means, np.float32), np.asarray(stds, np.float32)
 
 
-__all__ = ["Split", "LongTailData", "load", "save_selection", "channel_stats", "check_config"]
+__all__ = ["Split", "LongTailData", "load", "selection_record", "save_selection", "read_selection",
+           "channel_stats", "check_config"]

@@ -25,9 +25,10 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError("--config=CONFIG_FILE is required")
   data = data_lib.load(_CONFIG.value)
-  print(json.dumps(data.summary()), flush=True)
+  record = data.selection()
+  print(json.dumps({k: v for k, v in record.items() if k != "indices"}), flush=True)
   if _WORKDIR.value:
-    logging.info("wrote %s", data_lib.save_selection(data, _WORKDIR.value))
+    logging.info("wrote %s", data_lib.save_selection(record, _WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -39,8 +39,7 @@ import numpy as np
 from PIL import Image
 
 from lt_jax.data import split_lists
-from lt_jax.data.split_lists import (SOURCES, ImageRecords, SplitLists, load_split_lists,
-                                     select_meta, shot_group_sizes)
+from lt_jax.data.split_lists import ImageRecords, SplitLists, load_split_lists
 
 ASPECT_RANGE = (3 / 4, 4 / 3)
 RRC_ATTEMPTS = 10
@@ -327,7 +326,6 @@ def load_source_data(dataset, opener=None) -> tuple[SplitLists, dict]:
   return splits, arrays
 
 
-__all__ = ["SOURCES", "ImageRecords", "SplitLists", "load_split_lists", "select_meta",
-           "shot_group_sizes", "TrainLoader", "make_train_loader", "make_eval_loader",
+__all__ = ["TrainLoader", "make_train_loader", "make_eval_loader",
            "eval_batches", "random_resized_crop_box", "center_crop_box", "decode_crop_resize",
            "load_source_data"]

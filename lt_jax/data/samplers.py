@@ -44,12 +44,22 @@ def class_index(labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
           "starts": (np.cumsum(counts) - counts).astype(np.int32), "counts": counts}
 
 
+def ids_in_classes(key: jax.Array, index: dict, classes: jax.Array) -> jax.Array:
+  """One training id drawn uniformly among each class's samples, for every entry of ``classes``."""
+  counts = jnp.asarray(index["counts"])[classes]
+  offsets = jnp.floor(jax.random.uniform(key, classes.shape) * counts).astype(jnp.int32)
+  positions = jnp.asarray(index["starts"])[classes] + jnp.minimum(offsets, counts - 1)
+  return jnp.asarray(index["order"])[positions]
+
+
 def sample_ids(key: jax.Array, index: dict, probs, batch_size: int) -> jax.Array:
   """``batch_size`` training ids: class c ~ Categorical(p), then uniformly among c's samples."""
   class_key, member_key = jax.random.split(key)
   probs = jnp.asarray(probs, jnp.float32)
   classes = jax.random.choice(class_key, probs.shape[0], (batch_size,), p=probs)
-  counts = jnp.asarray(index["counts"])[classes]
-  offsets = jnp.floor(jax.random.uniform(member_key, (batch_size,)) * counts).astype(jnp.int32)
-  positions = jnp.asarray(index["starts"])[classes] + jnp.minimum(offsets, counts - 1)
-  return jnp.asarray(index["order"])[positions]
+  return ids_in_classes(member_key, index, classes)
+
+
+def ids_from_pool(key: jax.Array, pool: jax.Array, num: int) -> jax.Array:
+  """``num`` ids drawn uniformly with replacement from ``pool``."""
+  return pool[jax.random.randint(key, (num,), 0, pool.shape[0])]

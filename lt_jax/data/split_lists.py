@@ -420,17 +420,6 @@ def select_meta(train_labels: np.ndarray, val_labels: Optional[np.ndarray], num_
   return split, np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
-  """Images per class, length C."""
-  return np.bincount(np.asarray(labels, np.int64), minlength=num_classes)[:num_classes]
-
-
-def shot_group_sizes(train_counts: np.ndarray) -> dict[str, int]:
-  """Classes per shot group (many > 100, medium 20-100, few < 20), from ``metrics.shot_groups``."""
-  from lt_jax import metrics  # pylint: disable=g-import-not-at-top
-  return {group: int(mask.sum()) for group, mask in metrics.shot_groups(train_counts).items()}
-
-
 __all__ = ["SOURCES", "ImageRecords", "SplitLists", "FileSource", "TfdsSource", "load_split_lists",
            "load_split_files", "load_inat_json", "load_inat_tfds", "parse_split_file",
-           "parse_inat_json", "select_meta", "class_counts", "shot_group_sizes"]
+           "parse_inat_json", "select_meta"]

@@ -21,13 +21,8 @@ import jax.numpy as jnp
 
 from lt_jax import losses
 from lt_jax import train_state as ts
-from lt_jax.methods import erm
 
 MODEL_PREFIX = "bbn_resnet"
-
-
-# No meta data, nothing learned besides w, one phase: as plain ERM.
-needs_meta_data, init_meta, phase = erm.needs_meta_data, erm.init_meta, erm.phase
 
 
 def extra_batches(config) -> dict[str, str]:
@@ -43,17 +38,15 @@ def cumulative_alpha(epoch, total_epochs: int):
 
 
 def validate_config(config) -> None:
-  """ValueError unless ``model.name`` is a bilateral-branch model, ``bbn_resnet{6n+2}`` (called by
-  ``lt_jax.config.validate``)."""
+  """ValueError unless ``model.name`` is a bilateral-branch model, ``bbn_resnet{6n+2}``."""
   if not config.model.name.startswith(MODEL_PREFIX):
     raise ValueError(f"config.method='bbn' needs a bilateral-branch model: model.name="
                      f"{config.model.name!r} is not one; use 'bbn_resnet{{6n+2}}', e.g. bbn_resnet32")
 
 
-def train_step(state: ts.TrainState, batch, ctx: ts.Context, phase=None):
+def train_step(state: ts.TrainState, batch, ctx: ts.Context, mode=None):
   """One SGD step on alpha E(z, y_c) + (1 - alpha) E(z, y_r)."""
-  del phase
-  validate_config(ctx.config)
+  del mode
   epoch = ts.epoch_of(state, ctx)
   alpha = cumulative_alpha(epoch, ctx.config.train.epochs)
   per_sample_loss = losses.make_base_loss(ctx.config.loss, ctx.class_counts)

@@ -14,21 +14,29 @@ statistics frozen:
 * ``lws``: learnable weight scaling. Logits f_c (W_c . x + b_c) with per-class scales f_c (init 1)
   learned with class-balanced sampling, W and b frozen; the checkpoint holds f_c W_c, f_c b_c.
 
-Training (crt, lws) is ``finetune.fit_head``: SGD with momentum at ``decouple.lr`` (cosine by
+Training (crt, lws) is ``lt_jax.two_phase``: SGD with momentum at ``decouple.lr`` (cosine by
 default) for ``decouple.steps`` iterations of ``decouple.batch_size``.
 """
 
-import copy
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from lt_jax import config as config_lib
-from lt_jax import finetune
 from lt_jax import losses
+from lt_jax.data import samplers
+from lt_jax.methods import heads
 
 SEED_SALT = 9  # phase-II randomness: fold_in(key(config.seed), SEED_SALT)
+SAMPLERS = ("class_balanced", "instance")
+
+
+def validate_config(config) -> None:
+  """The ``decouple.*`` fields beyond those every phase-II group has."""
+  cfg = config.decouple
+  for name in ("tau", "la_tau"):
+    if not cfg[name] >= 0:
+      raise ValueError(f"decouple.{name}={cfg[name]!r} must be >= 0")
+  if cfg.sampler not in SAMPLERS:
+    raise ValueError(f"decouple.sampler={cfg.sampler!r} is not allowed; expected one of {list(SAMPLERS)}")
 
 
 def tau_normalise(kernel: jax.Array, tau: float) -> jax.Array:
@@ -36,97 +44,82 @@ def tau_normalise(kernel: jax.Array, tau: float) -> jax.Array:
   return kernel / jnp.linalg.norm(kernel, axis=0, keepdims=True) ** tau
 
 
-def features_batch(config, phase1: finetune.Phase1):
+def features_batch(config, net: heads.FrozenNet):
   """(key, head) -> (pooled frozen features, labels, {}) of a class-balanced or instance batch."""
-  cfg, run = config.decouple, phase1.run
-  model, params, batch_stats = run.ctx.model, run.state.params, run.state.batch_stats
-  num_classes = len(run.ctx.class_counts)
-  labels = jnp.asarray(run.data.train.labels)
-  images = jax.device_put(run.data.train.images)
-  members, counts = finetune.class_members(run.data.train.labels, num_classes)
-  present = jnp.asarray(np.flatnonzero(counts > 0), jnp.int32)
-  members, counts = jnp.asarray(members), jnp.asarray(counts)
-  every_id = jnp.arange(len(run.data.train.labels), dtype=jnp.int32)
+  cfg = config.decouple
+  labels = jnp.asarray(net.train_labels)
+  images = jax.device_put(net.train_images)
+  index = samplers.class_index(net.train_labels, net.num_classes)
+  probs = samplers.class_probabilities(net.class_counts, cfg.sampler)
 
   def batch(key, head):
     del head
     id_key, image_key = jax.random.split(key)
-    if cfg.sampler == "class_balanced":
-      ids = finetune.class_balanced_ids(id_key, present, members, counts, cfg.batch_size)
-    else:
-      ids = finetune.ids_from_pool(id_key, every_id, cfg.batch_size)
-    x = finetune.augmented_images(image_key, images, ids, phase1, cfg.image_augment)
-    return finetune.frozen_maps(model, params, batch_stats, x).mean(axis=(1, 2)), labels[ids], {}
+    ids = samplers.sample_ids(id_key, index, probs, cfg.batch_size)
+    x = heads.augmented_images(image_key, images, ids, net, cfg.image_augment)
+    return heads.frozen_maps(net, x).mean(axis=(1, 2)), labels[ids], {}
 
   return batch
 
 
-def with_classifier(classifier, base_params):
-  return {**base_params, "classifier": classifier}
+def check_linear(config, net: heads.FrozenNet) -> None:
+  if net.config.model.classifier != "linear":
+    raise ValueError(f"method {config.method!r} needs a linear classifier (model.classifier="
+                     f"{net.config.model.classifier!r} in {net.workdir}): a cosine classifier "
+                     "normalises its weights itself")
 
 
-def crt_head(config, phase1: finetune.Phase1) -> finetune.Head:
+def crt_head(config, net: heads.FrozenNet) -> heads.Head:
   """cRT: a (re-initialised) classifier trained on class-balanced batches of frozen features."""
-  run, num_classes = phase1.run, len(phase1.run.ctx.class_counts)
-  classifier = run.state.params["classifier"]
+  classifier = net.params["classifier"]
   if config.decouple.reinit:
-    feature_dim = classifier["kernel"].shape[0]
     key = jax.random.fold_in(jax.random.key(config.seed), SEED_SALT + 1)
-    classifier = finetune.classifier_module(phase1.config, num_classes).init(
-        key, jnp.zeros((1, feature_dim)))["params"]
-  logits = lambda c, x: finetune.classifier_logits(phase1.config, num_classes, c, x)
-  return finetune.Head(init=classifier, batch=features_batch(config, phase1), logits=logits,
-                       fold=with_classifier)
+    classifier = heads.classifier_module(net).init(
+        key, jnp.zeros((1, classifier["kernel"].shape[0])))["params"]
+  return heads.Head(init=classifier, batch=features_batch(config, net),
+                    logits=lambda c, x: heads.classifier_logits(net, c, x), fold=heads.with_classifier,
+                    train_steps=config.decouple.steps, seed_salt=SEED_SALT)
 
 
-def tau_norm_head(config, phase1: finetune.Phase1) -> finetune.Head:
+def post_hoc(classifier, description: str) -> heads.Head:
+  """A head that adjusts the phase-I classifier and trains nothing."""
+  return heads.Head(init=classifier, batch=None, logits=None, fold=heads.with_classifier,
+                    train_steps=0, seed_salt=SEED_SALT, description=description)
+
+
+def tau_norm_head(config, net: heads.FrozenNet) -> heads.Head:
   """tau-normalised phase-I classifier (nothing to train)."""
-  classifier = dict(phase1.run.state.params["classifier"])
-  classifier["kernel"] = tau_normalise(classifier["kernel"], config.decouple.tau)
-  return finetune.Head(init=classifier, batch=None, logits=None, fold=with_classifier)
+  check_linear(config, net)
+  tau = config.decouple.tau
+  classifier = dict(net.params["classifier"])
+  classifier["kernel"] = tau_normalise(classifier["kernel"], tau)
+  return post_hoc(classifier, f"tau_norm: W_c / ||W_c||^{tau}")
 
 
-def posthoc_la_head(config, phase1: finetune.Phase1) -> finetune.Head:
+def posthoc_la_head(config, net: heads.FrozenNet) -> heads.Head:
   """Post-hoc logit adjustment: the phase-I classifier with bias b - tau log pi (nothing to train)."""
-  classifier = dict(phase1.run.state.params["classifier"])
-  classifier["bias"] = losses.posthoc_logit_adjustment(classifier["bias"][None], phase1.run.ctx.class_counts,
-                                                       config.decouple.la_tau)[0]
-  return finetune.Head(init=classifier, batch=None, logits=None, fold=with_classifier)
+  check_linear(config, net)
+  tau = config.decouple.la_tau
+  classifier = dict(net.params["classifier"])
+  classifier["bias"] = losses.posthoc_logit_adjustment(classifier["bias"][None], net.class_counts, tau)[0]
+  return post_hoc(classifier, f"posthoc_la: z - {tau} log pi")
 
 
-def lws_head(config, phase1: finetune.Phase1) -> finetune.Head:
+def lws_head(config, net: heads.FrozenNet) -> heads.Head:
   """LWS: per-class scales f_c on the frozen phase-I classifier's logits."""
-  run, num_classes = phase1.run, len(phase1.run.ctx.class_counts)
-  classifier = run.state.params["classifier"]
+  check_linear(config, net)
+  classifier = net.params["classifier"]
 
   def logits(head, x):
-    return head["scales"] * finetune.classifier_logits(phase1.config, num_classes, classifier, x)
+    return head["scales"] * heads.classifier_logits(net, classifier, x)
 
   def fold(head, base_params):
     scaled = {"kernel": classifier["kernel"] * head["scales"], "bias": classifier["bias"] * head["scales"]}
-    return with_classifier(scaled, base_params)
+    return heads.with_classifier(scaled, base_params)
 
-  return finetune.Head(init={"scales": jnp.ones((num_classes,), jnp.float32)},
-                       batch=features_batch(config, phase1), logits=logits, fold=fold)
+  return heads.Head(init={"scales": jnp.ones((net.num_classes,), jnp.float32)},
+                    batch=features_batch(config, net), logits=logits, fold=fold,
+                    train_steps=config.decouple.steps, seed_salt=SEED_SALT)
 
 
 HEADS = {"crt": crt_head, "tau_norm": tau_norm_head, "lws": lws_head, "posthoc_la": posthoc_la_head}
-POST_HOC = ("tau_norm", "posthoc_la")  # adjust the phase-I classifier, no training
-
-
-def run(config, workdir: str) -> dict:
-  """Phase I (loaded or trained), then the decoupled classifier of ``config.method``."""
-  config_lib.validate(config)
-  phase1 = finetune.load_phase1(config, workdir, "decouple")
-  if config.method in ("tau_norm", "lws", "posthoc_la") and phase1.config.model.classifier != "linear":
-    raise ValueError(f"method {config.method!r} needs a linear classifier (model.classifier="
-                     f"{phase1.config.model.classifier!r} in {phase1.workdir}): a cosine classifier "
-                     "normalises its weights itself")
-  cfg = config.decouple
-  if config.method in POST_HOC:
-    cfg = copy.deepcopy(cfg)
-    cfg.steps = 0
-    print(f"tau_norm: W_c / ||W_c||^{cfg.tau}" if config.method == "tau_norm"
-          else f"posthoc_la: z - {cfg.la_tau} log pi")
-  head = HEADS[config.method](config, phase1)
-  return finetune.fit_head(config, workdir, phase1, head, cfg, seed_salt=SEED_SALT)

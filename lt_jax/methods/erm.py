@@ -12,25 +12,9 @@ from lt_jax import losses
 from lt_jax import train_state as ts
 
 
-
-def needs_meta_data(config):
-  del config
-  return False
-
-
-def init_meta(rng, variables, ctx):
-  del rng, variables, ctx
-  return {}
-
-
-def phase(epoch, ctx):
-  del epoch, ctx
-  return None
-
-
-def train_step(state: ts.TrainState, batch, ctx: ts.Context, phase=None):
+def train_step(state: ts.TrainState, batch, ctx: ts.Context, mode=None):
   """One SGD step on the (re-weighted) base loss."""
-  del phase
+  del mode
   per_sample_loss = losses.make_base_loss(ctx.config.loss, ctx.class_counts)
   class_weights = losses.class_weights_at(ctx.config.loss, ctx.class_counts, ts.epoch_of(state, ctx))
 

@@ -23,27 +23,43 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lt_jax import files
 from lt_jax import losses
 from lt_jax import meta
+from lt_jax import models
 from lt_jax import train_state as ts
+from lt_jax.data import augment
 from lt_jax.models import modulator as modulator_lib
 
 ARTIFACT_DIR = "modulator"
+CHOICES = {"optimizer": ("adam", "sgd"), "generator": ("network", "per_sample")}
 
 
 def needs_meta_data(config):
   return not config.mfm.load_modulator
 
 
-def point_channels(ctx) -> dict[str, int]:
-  """{point: channels} of the modulated points, checked against the model's points."""
-  available = ctx.model.modulation_points()
-  points = tuple(ctx.config.mfm.points)
+def validate_config(config) -> None:
+  """ValueError naming the ``mfm.*`` field that cannot run (before any data is read)."""
+  cfg = config.mfm
+  for name, allowed in CHOICES.items():
+    if cfg[name] not in allowed:
+      raise ValueError(f"mfm.{name}={cfg[name]!r} is unknown; expected one of {list(allowed)}")
+  available = models.get_model(config.model, num_classes=2).modulation_points()
+  points = tuple(cfg.points)
   unknown = [p for p in points if p not in available]
   if not points or unknown:
-    raise ValueError(f"mfm.points={points} names points {unknown} that model {ctx.config.model.name!r} "
+    raise ValueError(f"mfm.points={points} names points {unknown} that model {config.model.name!r} "
                      f"does not have; expected a non-empty subset of {list(available)}")
-  return {p: available[p] for p in points}
+  if cfg.load_modulator and cfg.generator != "network":
+    raise ValueError(f"mfm.load_modulator needs mfm.generator='network' (got {cfg.generator!r}): "
+                     "only a modulator network transfers to another run")
+
+
+def point_channels(ctx) -> dict[str, int]:
+  """{point: channels} of the modulated points (checked by ``validate_config``)."""
+  available = ctx.model.modulation_points()
+  return {p: available[p] for p in ctx.config.mfm.points}
 
 
 def modulator_network(ctx) -> modulator_lib.Modulator:
@@ -54,11 +70,7 @@ def modulator_network(ctx) -> modulator_lib.Modulator:
 
 def meta_optimizer(config) -> optax.GradientTransformation:
   """The optimiser of phi with its fixed learning rate eta."""
-  if config.mfm.optimizer == "adam":
-    return optax.adam(config.mfm.lr)
-  if config.mfm.optimizer == "sgd":
-    return optax.sgd(config.mfm.lr)
-  raise ValueError(f"mfm.optimizer={config.mfm.optimizer!r} is unknown; expected 'adam' or 'sgd'")
+  return (optax.adam if config.mfm.optimizer == "adam" else optax.sgd)(config.mfm.lr)
 
 
 def init_meta(rng, variables, ctx):
@@ -71,13 +83,11 @@ def init_meta(rng, variables, ctx):
   if cfg.generator == "per_sample":
     size = modulator_lib.output_size(point_channels(ctx))
     return {"phi": jnp.zeros((ctx.num_train, size), jnp.float32)}
-  if cfg.generator != "network":
-    raise ValueError(f"mfm.generator={cfg.generator!r} is unknown; expected 'network' or 'per_sample'")
   phi = modulator_network(ctx).init(rng, jnp.zeros((1, num_classes)))["params"]
   return {"phi": phi, "opt_state": meta_optimizer(ctx.config).init(phi)}
 
 
-def phase(epoch, ctx):
+def mode(epoch, ctx):
   del epoch
   return "frozen" if ctx.config.mfm.load_modulator else "meta"
 
@@ -93,7 +103,7 @@ def modulation_for(phi, soft_labels, ids, ctx) -> dict:
                                         zero_beta=cfg.zero_beta, unit_gamma=cfg.unit_gamma)
 
 
-def train_step(state: ts.TrainState, batch, ctx: ts.Context, phase="meta"):
+def train_step(state: ts.TrainState, batch, ctx: ts.Context, mode="meta"):
   """One MFM iteration (or, with a frozen modulator, a modulated plain step)."""
   model, images, labels, ids = ctx.model, batch["images"], batch["labels"], batch["ids"]
   per_sample_loss = losses.make_base_loss(ctx.config.loss, ctx.class_counts)
@@ -108,7 +118,7 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, phase="meta"):
   soft_labels = jax.lax.stop_gradient(jax.nn.softmax(unmodulated_logits))
   phi, new_meta, metrics = state.meta["phi"], state.meta, {}
 
-  if phase == "meta":
+  if mode == "meta":
     def inner_loss(params, phi):  # L_train(w, phi), statistics of this pass dropped
       return training_loss(params, modulation_for(phi, soft_labels, ids, ctx), state.batch_stats)[0]
 
@@ -148,13 +158,8 @@ def modulator_spec(ctx) -> dict:
 def save_modulator(phi, ctx, workdir: str) -> str:
   """Writes ``workdir/modulator/{params.msgpack, spec.json}`` atomically; returns the folder."""
   folder = os.path.join(workdir, ARTIFACT_DIR)
-  os.makedirs(folder, exist_ok=True)
-  for name, payload, mode in (("params.msgpack", flax.serialization.to_bytes(phi), "wb"),
-                              ("spec.json", json.dumps(modulator_spec(ctx), indent=1), "w")):
-    tmp = os.path.join(folder, name + ".tmp")
-    with open(tmp, mode) as f:
-      f.write(payload)
-    os.replace(tmp, os.path.join(folder, name))
+  files.write_atomic(os.path.join(folder, "params.msgpack"), flax.serialization.to_bytes(phi))
+  files.write_json_atomic(os.path.join(folder, "spec.json"), modulator_spec(ctx))
   return folder
 
 
@@ -177,26 +182,26 @@ def load_modulator(path: str, ctx):
     return flax.serialization.from_bytes(template, f.read())
 
 
-def test_modulation(run, num_samples: int) -> tuple[dict, np.ndarray]:
+def test_modulation(view, num_samples: int) -> tuple[dict, np.ndarray]:
   """(gamma, beta) that the learned modulator gives the first ``num_samples`` test images."""
-  from lt_jax.data import augment  # pylint: disable=g-import-not-at-top
-  images = augment.eval_transform(jnp.asarray(run.data.test.images[:num_samples]), run.mean, run.std)
-  logits, _ = ts.forward(run.ctx.model, run.state.params, run.state.batch_stats, images, train=False)
-  modulation = modulation_for(run.state.meta["phi"], jax.nn.softmax(logits), None, run.ctx)
-  return jax.device_get(modulation), run.data.test.labels[:num_samples]
+  images = augment.eval_transform(jnp.asarray(view.test_images[:num_samples]), view.mean, view.std)
+  logits, _ = ts.forward(view.ctx.model, view.state.params, view.state.batch_stats, images, train=False)
+  modulation = modulation_for(view.state.meta["phi"], jax.nn.softmax(logits), None, view.ctx)
+  return jax.device_get(modulation), np.asarray(view.test_labels[:num_samples])
 
 
-def finalize(run, workdir: str) -> None:
-  """Saves the modulator (generator=network) and t-SNE plots of gamma / beta on test samples."""
-  cfg = run.ctx.config.mfm
+def finalize(view, workdir: str) -> None:
+  """Saves the modulator (generator=network) and t-SNE plots of gamma / beta on test samples
+  (when the test images are in memory: ``view.test_images`` is None for a streamed run)."""
+  cfg = view.ctx.config.mfm
   if cfg.generator != "network":
     return
   if not cfg.load_modulator:
-    save_modulator(run.state.meta["phi"], run.ctx, workdir)
-  if cfg.tsne_samples and run.ctx.config.train.plots:
-    from lt_jax import plots  # pylint: disable=g-import-not-at-top
-    modulation, labels = test_modulation(run, cfg.tsne_samples)
+    save_modulator(view.state.meta["phi"], view.ctx, workdir)
+  if cfg.tsne_samples and view.ctx.config.train.plots and view.test_images is not None:
+    from lt_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib)
+    modulation, labels = test_modulation(view, cfg.tsne_samples)
     names = list(modulation)
     for name in sorted({names[0], names[-1]}):
-      plots.modulation_tsne(modulation[name], labels, run.data.class_names,
+      plots.modulation_tsne(modulation[name], labels, view.class_names,
                             os.path.join(workdir, "plots", f"tsne_{name}.png"), title=name)

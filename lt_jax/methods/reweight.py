@@ -16,8 +16,6 @@ current scheduled learning rate alpha (the peers' off-by-one at decays is not re
   paper's formula); ``cbmeta.clip_weights`` clips w_y + eps at 0 (the code does not).
 """
 
-import types
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -28,7 +26,6 @@ from lt_jax import losses
 from lt_jax import meta
 from lt_jax import optim
 from lt_jax import train_state as ts
-from lt_jax.methods import erm
 
 
 def per_sample_losses(ctx, logits, labels):
@@ -91,8 +88,8 @@ def l2rw_weights(grad_eps, axis_name=None):
   return jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), 1.0 / count)
 
 
-def l2rw_step(state, batch, ctx, phase=None):
-  del phase
+def l2rw_step(state, batch, ctx, mode=None):
+  del mode
   meta_loss, grad_eps = eps_gradient(state, batch, ctx, 0.0, "sum")
   weights = l2rw_weights(grad_eps, ctx.axis_name)
   state, metrics = weighted_step(state, batch, ctx, lambda _: weights)
@@ -133,8 +130,8 @@ def mwnet_init(rng, variables, ctx):
   return {"theta": theta, "opt_state": mwnet_optimizer(ctx.config).init(theta)}
 
 
-def mwnet_step(state, batch, ctx, phase=None):
-  del phase
+def mwnet_step(state, batch, ctx, mode=None):
+  del mode
   vnet = WeightNet(ctx.config.mwnet.hidden)
 
   def weights(theta, values):
@@ -157,13 +154,13 @@ def mwnet_step(state, batch, ctx, phase=None):
 
 # --- Class-balanced meta re-weighting (Jamal et al.) -----------------------------------------------
 
-def cbmeta_phase(epoch, ctx):
+def cbmeta_mode(epoch, ctx):
   return "meta" if epoch >= ctx.config.cbmeta.start_epoch else "pretrain"
 
 
-def cbmeta_step(state, batch, ctx, phase="meta"):
+def cbmeta_step(state, batch, ctx, mode="meta"):
   cfg = ctx.config.cbmeta
-  if phase == "pretrain":
+  if mode == "pretrain":
     return plain_step(state, batch, ctx)
   class_weights = jnp.asarray(losses.class_balanced_weights(ctx.class_counts, ctx.config.loss.cb_beta),
                               jnp.float32)
@@ -182,17 +179,3 @@ def plain_step(state, batch, ctx):
   """The pre-training phase: the unweighted mean base loss."""
   return weighted_step(state, batch, ctx, jnp.ones_like)
 
-
-def _needs_meta_data(config):
-  del config
-  return True
-
-
-def for_method(name: str) -> types.SimpleNamespace:
-  """The method interface (see ``lt_jax.methods``) of l2rw, mwnet or cbmeta."""
-  common = dict(needs_meta_data=_needs_meta_data, init_meta=erm.init_meta, phase=erm.phase)
-  if name == "l2rw":
-    return types.SimpleNamespace(**common, train_step=l2rw_step)
-  if name == "mwnet":
-    return types.SimpleNamespace(**{**common, "init_meta": mwnet_init}, train_step=mwnet_step)
-  return types.SimpleNamespace(**{**common, "phase": cbmeta_phase}, train_step=cbmeta_step)

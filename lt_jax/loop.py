@@ -1,0 +1,71 @@
+"""The one training loop: epochs (or phase-II rounds) with the NaN stop, eval and checkpoint cadence,
+progress bar and metric records, for every kind of run.
+
+Feeds differ (the in-memory scanned epoch, the streamed grain batches, a phase-II head's rounds);
+each hands the loop ``train_epoch(state, epoch) -> (state, [metrics per replica])`` and
+``evaluate(state) -> [result per replica]``.
+"""
+
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+import tqdm
+
+from lt_jax import checkpointing
+from lt_jax import metric_writer
+from lt_jax import report
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: Callable,
+               evaluate: Callable, eval_every: int, checkpoint_every: int, replicas: int = 1,
+               loaders: dict | None = None, unit: str = "epoch"):
+  """Epochs ``start + 1 .. end``: train, write records, evaluate every ``eval_every`` and at the
+  end, checkpoint every ``checkpoint_every`` and at the end (with the streamed ``loaders``'
+  positions). Returns the final state.
+
+  Raises NonFiniteLossError when a training loss is not finite; the last good checkpoint stays.
+  """
+  writers = [metric_writer.MetricWriter(d) for d in report.replica_dirs(workdir, replicas)]
+  bar = tqdm.tqdm(range(start, end), initial=start, total=end, unit=unit,
+                  disable=jax.process_index() != 0, dynamic_ncols=True)
+  try:
+    for epoch in bar:
+      started = time.time()
+      state, metrics = train_epoch(state, epoch)
+      done = epoch + 1
+      losses = [m["loss"] for m in metrics if "loss" in m]
+      if not np.all(np.isfinite(losses)):
+        raise NonFiniteLossError(
+            f"training loss is {losses} in {unit} {done}; stopped. The last good checkpoint "
+            f"({unit} {mngr.latest_step()}) is kept in {workdir}/checkpoints; lower the learning "
+            "rate or check the data.")
+      seconds = time.time() - started
+      results = evaluate(state) if done % eval_every == 0 or done == end else None
+      step = int(np.ravel(jax.device_get(state.step))[0])
+      for r, writer in enumerate(writers):
+        if metrics[r]:
+          writer.write("train", done, step, {**metrics[r], "epoch_seconds": seconds})
+        if results:
+          writer.write("eval", done, step, results[r])
+      postfix = {"loss": f"{np.mean(losses):.3f}"} if losses else {}
+      if results:
+        postfix["err"] = f"{np.mean([r['top1_error'] for r in results]):.2f}"
+      bar.set_postfix(postfix)
+      if done % checkpoint_every == 0 or done == end:
+        checkpointing.save(mngr, state, done, loaders)
+  finally:
+    for writer in writers:
+      writer.close()
+  return state
+
+
+def per_replica(metrics, replicas: int) -> list[dict]:
+  """Device metrics (leaves of shape () or (R,)) as one dict of floats per replica."""
+  metrics = jax.device_get(metrics)
+  return [{k: float(v) for k, v in report.replica(metrics, r, replicas).items()} for r in range(replicas)]

@@ -1,0 +1,105 @@
+"""What a two-phase method builds on: the frozen phase-I network and the phase-II ``Head`` it trains.
+
+A two-phase method (FSA, the decoupled classifiers) is ``make_head(config, frozen) -> Head``;
+``lt_jax.two_phase`` loads or trains phase I, hands it over as a ``FrozenNet`` and fits the head
+in the one training loop.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from lt_jax.data import augment
+from lt_jax.models import resnet_cifar
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenNet:
+  """A finished phase-I run: network w (eval-mode BatchNorm), its normalisation and training data."""
+  config: ml_collections.ConfigDict  # the phase-I run's config
+  workdir: str
+  model: Any
+  params: Any
+  batch_stats: Any
+  mean: np.ndarray
+  std: np.ndarray
+  train_images: np.ndarray  # uint8 (N, H, W, C)
+  train_labels: np.ndarray
+  class_counts: np.ndarray
+  class_names: tuple[str, ...]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_counts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+  """What a phase-II method trains.
+
+  init: the head pytree (classifier parameters, LWS scales, ...).
+  batch: (key, head) -> (pooled features (B, D), labels (B,), extra metrics); None when there is
+    nothing to train (post-hoc heads). No gradient flows through it (the backbone is frozen).
+  logits: (head, pooled) -> logits.
+  fold: (head, phase-I params) -> params of a plain network that predicts with the head.
+  train_steps: iterations to train (0: evaluate the head as it is).
+  seed_salt: phase-II randomness is fold_in(key(config.seed), seed_salt).
+  description: printed when phase II starts; files: {name: JSON value} written beside the run.
+  """
+  init: Any
+  batch: Callable | None
+  logits: Callable | None
+  fold: Callable
+  train_steps: int
+  seed_salt: int
+  description: str = ""
+  files: dict = dataclasses.field(default_factory=dict)
+
+
+def _variables(params, batch_stats) -> dict:
+  return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
+def frozen_maps(net: FrozenNet, images, stage: int | None = None):
+  """Eval-mode pre-pooling map of the last stage (``stage=None``) or the map after ``stage``."""
+  variables = _variables(net.params, net.batch_stats)
+  if stage is None:
+    return net.model.apply(variables, images, train=False, return_features=True)[1]
+  return net.model.apply(variables, images, train=False, to_stage=stage)
+
+
+def frozen_maps_from(net: FrozenNet, maps, stage: int):
+  """Eval-mode last-stage map computed from the map after ``stage``."""
+  variables = _variables(net.params, net.batch_stats)
+  return net.model.apply(variables, maps, train=False, from_stage=stage, return_features=True)[1]
+
+
+def classifier_module(net: FrozenNet) -> resnet_cifar.Classifier:
+  return resnet_cifar.Classifier(net.num_classes, net.config.model.classifier)
+
+
+def classifier_logits(net: FrozenNet, classifier_params, pooled):
+  """The phase-I model's classifier on pooled features (N, D)."""
+  return classifier_module(net).apply({"params": classifier_params}, pooled)
+
+
+def with_classifier(classifier, base_params) -> dict:
+  """Phase-I params with the classifier replaced."""
+  return {**base_params, "classifier": classifier}
+
+
+def augmented_images(key, images_uint8, ids, net: FrozenNet, enabled: bool):
+  """Normalised images of ``ids``, with the phase-I run's crop / flip when ``enabled``."""
+  images = images_uint8[ids]
+  if enabled:
+    return augment.train_transform(key, images, net.config.augment, net.mean, net.std)
+  return augment.eval_transform(images, net.mean, net.std)
+
+
+def phase2_key(seed: int, salt: int) -> jax.Array:
+  """The base key of a phase-II run: ``rbg`` bits (XLA's RngBitGenerator), which compile in a
+  fraction of threefry's time; deterministic for a seed on a given backend."""
+  return jax.random.fold_in(jax.random.key(seed, impl="rbg"), salt)
