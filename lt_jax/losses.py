@@ -196,18 +196,19 @@ def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerS
 
 
 def class_weights_at(loss_config: ml_collections.ConfigDict, class_counts, epoch) -> jax.Array:
-  """Class weights w (C,) float32 at ``epoch`` (0-indexed; a Python int or a traced scalar).
+  """Class weights w (C,) at ``epoch`` (0-indexed; a Python int or a traced scalar).
 
   Ones unless ``loss.reweight == 'cb'``; then the class-balanced weights (beta = ``loss.cb_beta``)
-  from epoch ``loss.drw_epoch`` on (deferred re-weighting), or always when drw_epoch < 0.
+  from epoch ``loss.drw_epoch`` on (deferred re-weighting), or always when drw_epoch < 0. In JAX's
+  default float dtype (float64 under ``jax_enable_x64``); the base losses cast w to their own dtype.
   """
   reweight = loss_config.reweight
   if reweight not in REWEIGHTS:
     raise ValueError(f"loss.reweight={reweight!r} is unknown; expected one of {list(REWEIGHTS)}")
-  ones = jnp.ones(len(class_counts), jnp.float32)
+  ones = jnp.ones(len(class_counts))
   if reweight == "none":
     return ones
-  balanced = jnp.asarray(class_balanced_weights(class_counts, loss_config.cb_beta), jnp.float32)
+  balanced = jnp.asarray(class_balanced_weights(class_counts, loss_config.cb_beta))
   if loss_config.drw_epoch < 0:
     return balanced
   return jnp.where(jnp.asarray(epoch) >= loss_config.drw_epoch, balanced, ones)

@@ -15,6 +15,11 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: in
 
   Epoch e < W runs at lr (e + 1) / W (LDAM-DRW's warm-up); from epoch d in decay_epochs on the rate
   is multiplied by decay_factor (0.01 at 160 and 180 for LDAM and Jamal et al.).
+
+  alpha is computed in JAX's default float dtype at call time: float32, or float64 under
+  ``jax_enable_x64`` (float64 runs get an exact alpha, not a float32 one). Its users cast it to
+  each parameter's dtype (``meta.lookahead_params``, optax's schedule scaling), so float32
+  parameters stay float32 under x64 too.
   """
   base, warmup = float(optim.lr), int(optim.warmup_epochs)
   decay_epochs = tuple(int(e) for e in optim.decay_epochs)
@@ -22,7 +27,7 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: in
 
   def schedule(step):
     epoch = jnp.asarray(step) // steps_per_epoch
-    warm = jnp.where(epoch < warmup, (epoch + 1) / max(warmup, 1), 1.0)
+    warm = jnp.where(epoch < warmup, (epoch + 1).astype(jnp.result_type(float)) / max(warmup, 1), 1.0)
     num_decays = sum((epoch >= e).astype(jnp.int32) for e in decay_epochs) if decay_epochs else 0
     return base * warm * factor ** num_decays
 

@@ -41,6 +41,12 @@ class Context:
   axis_name: str | None = None  # the data-parallel mesh axis inside shard_map; None on one device
 
 
+def param_dtype(params) -> jnp.dtype:
+  """The floating dtype of w (float32; float64 in gradient checks under x64): the dtype of the
+  scalars a step mixes into w's arithmetic (cbmeta's w_y, BBN's alpha)."""
+  return jnp.result_type(*jax.tree.leaves(params))
+
+
 def device_mean(tree, ctx: Context):
   """Mean over the data-parallel devices (``lax.pmean``); the identity on one device."""
   return jax.lax.pmean(tree, ctx.axis_name) if ctx.axis_name else tree

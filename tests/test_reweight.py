@@ -70,7 +70,7 @@ def test_cbmeta_eps_gradient_is_minus_lr_times_gradient_dot_products(x64, reduct
   w_y = jnp.asarray(losses.class_balanced_weights(ctx.class_counts, 0.9999))[batch["labels"]]
   _, grad_eps = reweight.eps_gradient(state, batch, ctx, w_y, reduction)
 
-  alpha = jnp.asarray(ctx.lr_fn(state.step), jnp.float64)  # alpha * scale in float64, not float32
+  alpha = ctx.lr_fn(state.step)  # float64 under x64
   def sample_loss(params, image, label):
     logits, _ = ts.forward(ctx.model, params, {}, image[None], train=True)
     return losses.cross_entropy(logits, label[None])[0]
@@ -90,3 +90,71 @@ def test_cbmeta_pretrain_phase_is_the_plain_mean_loss():
   plain, _ = erm.train_step(state, batch, ctx, None)
   chex.assert_trees_all_close(pre.params, plain.params, rtol=1e-5, atol=1e-6)
   assert reweight.cbmeta_mode(0, ctx) == "pretrain" and reweight.cbmeta_mode(1, ctx) == "meta"
+
+
+@pytest.mark.parametrize("reduction, loss_name", [("sum", "ce"), ("mean", "focal")])
+def test_cbmeta_step_eps_matches_finite_differences_inside_the_warm_up(x64, monkeypatch, reduction, loss_name):
+  """The eps of one real float64 step vs central differences of the lookahead objective.
+
+  ResNet-8 with train-mode BatchNorm at epoch 2 of a 5-epoch warm-up (alpha = 0.1 * 3 / 5). The
+  reference is written out with alpha and w_y exact: eps = -tau dL_meta(w_hat(eps)) / deps at
+  eps = 0, w_hat(eps) = w - alpha grad_w reduce_i l_i(w) (w_{y_i} + eps_i). The step's eps is read
+  off the weights w_y + eps its real update used. A float32 w_y puts it off by ~1e-5, a float32
+  alpha by ~3e-8.
+  """
+  config = tiny_config(cbmeta_cifar, **{"optim.warmup_epochs": 5, "optim.decay_epochs": (8,),
+                                         "cbmeta.lookahead_reduction": reduction, "loss.name": loss_name})
+  ctx, method, state, batch = step_setup(config, batch_size=8)
+  epoch = 2
+  state = to_f64(state.replace(step=jnp.asarray(epoch * ctx.steps_per_epoch + 1, jnp.int32)))
+  batch = to_f64(batch)
+  used = {}
+  weighted_step = reweight.weighted_step
+
+  def spy(state, batch, ctx, weight_fn, **kwargs):
+    used["weights"] = weight_fn(None)
+    return weighted_step(state, batch, ctx, weight_fn, **kwargs)
+
+  monkeypatch.setattr(reweight, "weighted_step", spy)
+  weights = jax.jit(lambda s, b: (method.train_step(s, b, ctx, "meta"), used["weights"])[1])(state, batch)
+  w_y = losses.class_balanced_weights(ctx.class_counts, config.loss.cb_beta)[np.asarray(batch["labels"])]
+  eps = np.asarray(weights) - w_y
+
+  alpha = config.optim.lr * (epoch + 1) / config.optim.warmup_epochs
+  outer_loss = reweight.meta_loss_fn(state, batch, ctx)
+
+  def objective(e):
+    def inner_loss(params):
+      weighted = reweight.training_losses(state, batch, ctx, params)[0] * (w_y + e)
+      return jnp.sum(weighted) if reduction == "sum" else jnp.mean(weighted)
+    grads = jax.grad(inner_loss)(state.params)
+    return outer_loss(jax.tree.map(lambda w, g: w - alpha * g, state.params, grads))
+
+  h, size = 3e-5, len(w_y)
+  shifts = h * np.eye(size)
+  values = jax.jit(jax.vmap(objective))(np.concatenate([shifts, -shifts]))
+  expected = -config.cbmeta.tau * (values[:size] - values[size:]) / (2 * h)
+  assert np.linalg.norm(expected) > 1e-6, "degenerate test: eps is ~0"
+  error = np.linalg.norm(eps - expected) / np.linalg.norm(expected)
+  assert error < 1e-8, f"relative error {error:.2e}\nstep  {eps}\nnumeric {expected}"
+
+
+def test_schedule_and_class_weights_take_the_parameters_dtype():
+  """alpha and w are float32 in float32 runs, float64 (alpha exact) with float64 w under x64, and a
+  float32 network stays float32 under x64 (no promotion either way)."""
+  config = tiny_config(cbmeta_cifar, **{"optim.warmup_epochs": 5, "optim.decay_epochs": (8,),
+                                         "loss.reweight": "cb"})
+  ctx, method, state, batch = step_setup(config)
+  state = state.replace(step=jnp.asarray(2 * ctx.steps_per_epoch, jnp.int32))  # epoch 2: 0.1 * 3 / 5
+  weights_at = lambda: losses.class_weights_at(config.loss, ctx.class_counts, 0)
+  assert ctx.lr_fn(state.step).dtype == weights_at().dtype == jnp.float32
+  with jax.enable_x64(True):
+    params = to_f64(state.params)
+    lr = ctx.lr_fn(state.step)
+    assert lr.dtype == jnp.float64
+    assert ts.param_dtype(params) == jnp.float64
+    assert float(lr) == pytest.approx(0.1 * 3 / 5, rel=1e-15)  # a float32 alpha is off by ~1e-8
+    assert weights_at().dtype == jnp.float64
+    new_state, metrics = jax.jit(lambda s, b: method.train_step(s, b, ctx, "meta"))(state, batch)
+  chex.assert_trees_all_equal_dtypes(new_state.params, state.params)
+  assert metrics["meta_loss"].dtype == jnp.float32

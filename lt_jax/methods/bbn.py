@@ -31,9 +31,10 @@ def extra_batches(config) -> dict[str, str]:
   return {"reversed": "reversed"}
 
 
-def cumulative_alpha(epoch, total_epochs: int):
-  """alpha = 1 - (T / T_max)^2 at 0-indexed epoch T (1 at the start, decaying as a parabola)."""
-  t = jnp.asarray(epoch, jnp.float32)
+def cumulative_alpha(epoch, total_epochs: int, dtype=jnp.float32):
+  """alpha = 1 - (T / T_max)^2 at 0-indexed epoch T (1 at the start, decaying as a parabola), in
+  ``dtype`` (the parameters')."""
+  t = jnp.asarray(epoch, dtype)
   return (total_epochs**2 - t * t) / total_epochs**2  # (T_max^2 - T^2) / T_max^2: 0 at T = T_max
 
 
@@ -48,7 +49,7 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, mode=None):
   """One SGD step on alpha E(z, y_c) + (1 - alpha) E(z, y_r)."""
   del mode
   epoch = ts.epoch_of(state, ctx)
-  alpha = cumulative_alpha(epoch, ctx.config.train.epochs)
+  alpha = cumulative_alpha(epoch, ctx.config.train.epochs, ts.param_dtype(state.params))
   per_sample_loss = losses.make_base_loss(ctx.config.loss, ctx.class_counts)
   class_weights = losses.class_weights_at(ctx.config.loss, ctx.class_counts, epoch)
   labels_c, labels_r = batch["labels"], batch["reversed_labels"]

@@ -72,7 +72,7 @@ def eps_gradient(state, batch, ctx, sample_weights, reduction: str):
     weighted = values * (sample_weights + eps)
     return jnp.sum(weighted) * ts.device_count(ctx) if reduction == "sum" else jnp.mean(weighted)
 
-  eps = jnp.zeros(batch["labels"].shape, jnp.result_type(sample_weights, *jax.tree.leaves(state.params)))
+  eps = jnp.zeros(batch["labels"].shape, jnp.result_type(sample_weights, ts.param_dtype(state.params)))
   return meta.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params, eps,
                             ctx.lr_fn(state.step), axis_name=ctx.axis_name, per_device_hparams=True)
 
@@ -163,7 +163,7 @@ def cbmeta_step(state, batch, ctx, mode="meta"):
   if mode == "pretrain":
     return plain_step(state, batch, ctx)
   class_weights = jnp.asarray(losses.class_balanced_weights(ctx.class_counts, ctx.config.loss.cb_beta),
-                              jnp.float32)
+                              ts.param_dtype(state.params))
   w_y = class_weights[batch["labels"]]
   meta_loss, grad_eps = eps_gradient(state, batch, ctx, w_y, cfg.lookahead_reduction)
   eps = -cfg.tau * grad_eps
