@@ -40,7 +40,7 @@ from lt_jax import parallel
 from lt_jax import train
 from lt_jax import train_state as ts
 from lt_jax.data import augment
-from lt_jax.models import resnet_cifar
+from lt_jax.models import layers
 
 PHASE1_DIR = "phase1"
 PHASE1_FILE = "phase1.json"
@@ -161,8 +161,8 @@ def frozen_maps_from(model, params, batch_stats, maps, stage: int):
   return model.apply(variables, maps, train=False, from_stage=stage, return_features=True)[1]
 
 
-def classifier_module(config, num_classes: int) -> resnet_cifar.Classifier:
-  return resnet_cifar.Classifier(num_classes, config.model.classifier)
+def classifier_module(config, num_classes: int) -> layers.Classifier:
+  return layers.Classifier(num_classes, config.model.classifier)
 
 
 def classifier_logits(config, num_classes, classifier_params, pooled):
