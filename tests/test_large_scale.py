@@ -22,7 +22,9 @@ from lt_jax.data import longtail
 from lt_jax.data import miniature
 from lt_jax.data import split_lists
 from lt_jax.models import convert_torchvision
+from lt_jax.models import layers
 from lt_jax.models import resnet_imagenet
+from lt_jax.models import vgg as vgg_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -398,7 +400,7 @@ def test_small_resnet_contracts_and_bf16():
   variables = models.init_variables(model, jax.random.key(0), x.shape)
   apply = jitted(model)
   logits, features = apply(variables, x, return_features=True)
-  head = resnet_imagenet.Classifier(6).apply({"params": variables["params"]["classifier"]},
+  head = layers.Classifier(6).apply({"params": variables["params"]["classifier"]},
                                              features.mean(axis=(1, 2)))
   np.testing.assert_allclose(logits, head, rtol=1e-5, atol=1e-5)
   for k in (2,):
@@ -420,13 +422,13 @@ def test_small_resnet_contracts_and_bf16():
 
 def test_adaptive_avg_pool_follows_torch():
   x = np.arange(2 * 10 * 10 * 3, dtype=np.float32).reshape(2, 10, 10, 3)
-  pooled = np.asarray(resnet_imagenet.adaptive_avg_pool(jnp.asarray(x), 7))
+  pooled = np.asarray(vgg_lib.adaptive_avg_pool(jnp.asarray(x), 7))
   starts = [i * 10 // 7 for i in range(7)]
   ends = [-(-(i + 1) * 10 // 7) for i in range(7)]
   expected = np.stack([np.stack([x[:, a:b, c:d].mean((1, 2)) for c, d in zip(starts, ends)], 1)
                        for a, b in zip(starts, ends)], 1)
   np.testing.assert_allclose(pooled, expected, rtol=1e-6)
-  one = np.asarray(resnet_imagenet.adaptive_avg_pool(jnp.asarray(x[:, :1, :1]), 7))
+  one = np.asarray(vgg_lib.adaptive_avg_pool(jnp.asarray(x[:, :1, :1]), 7))
   np.testing.assert_array_equal(one, np.broadcast_to(x[:, :1, :1], (2, 7, 7, 3)))
 
 
@@ -475,7 +477,7 @@ def torchvision_vgg11(num_classes, batch_norm=False, width=64, rng=None):
   """A state_dict with torchvision's vgg11 / vgg11_bn key names and shapes."""
   make = (lambda shape: rng.normal(size=shape).astype(np.float32)) if rng else np.zeros
   sd, index, inp = {}, 0, 3
-  for v in resnet_imagenet.VGG11_LAYERS:
+  for v in vgg_lib.VGG11_LAYERS:
     if v == "M":
       index += 1
       continue
@@ -509,7 +511,7 @@ def test_resnet_conversion_gives_exactly_the_model_variables(depth):
 @pytest.mark.parametrize("batch_norm, width", [(False, 32), (True, 16)])
 def test_vgg_conversion_gives_exactly_the_model_variables(batch_norm, width):
   variables = convert_torchvision.convert_state_dict(torchvision_vgg11(67, batch_norm, width))
-  model = resnet_imagenet.vgg11(67, width=width, batch_norm=batch_norm)
+  model = vgg_lib.vgg11(67, width=width, batch_norm=batch_norm)
   assert shapes(variables) == shapes(dict(abstract_params(model)))
 
 
@@ -574,7 +576,7 @@ def np_resnet18(sd, x):
 
 def np_vgg11_bn(sd, x):
   index = 0
-  for v in resnet_imagenet.VGG11_LAYERS:
+  for v in vgg_lib.VGG11_LAYERS:
     if v == "M":
       x, index = np_max_pool(x, 2, 2), index + 1
       continue
@@ -597,7 +599,7 @@ def test_converted_weights_reproduce_the_torch_forward_pass():
   np.testing.assert_allclose(logits, np_resnet18(sd, x), rtol=1e-3, atol=1e-3)
   vgg = torchvision_vgg11(4, True, width=8, rng=rng)
   vgg = {k: v * (0.2 if k.endswith("weight") and v.ndim >= 2 else 1) for k, v in vgg.items()}
-  model = resnet_imagenet.vgg11(4, width=8, batch_norm=True)
+  model = vgg_lib.vgg11(4, width=8, batch_norm=True)
   logits = jitted(model)(convert_torchvision.convert_state_dict(vgg), x.transpose(0, 2, 3, 1))
   np.testing.assert_allclose(logits, np_vgg11_bn(vgg, x), rtol=1e-3, atol=1e-3)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lt_jax import models
+from lt_jax.models import layers
 from lt_jax.models import lenet
-from lt_jax.models import resnet_cifar
 
 
 def model_config(name, width=0, classifier="linear"):
@@ -150,7 +150,7 @@ def test_resnet_logits_are_the_classifier_of_mean_pooled_features(resnet):
       kernel = head["kernel"] / jnp.linalg.norm(head["kernel"], axis=0)
       expected = pooled / jnp.linalg.norm(pooled, axis=-1, keepdims=True) @ kernel
     chex.assert_trees_all_close(logits, expected, rtol=1e-5, atol=1e-5)
-    standalone = resnet_cifar.Classifier(5, resnet.model.classifier).apply({"params": head}, pooled)
+    standalone = layers.Classifier(5, resnet.model.classifier).apply({"params": head}, pooled)
     chex.assert_trees_all_close(logits, standalone, rtol=1e-6, atol=1e-6)
 
 
@@ -190,7 +190,7 @@ def test_option_a_shortcut_matches_numpy():
   x = np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype(np.float32)
   expected = np.zeros((2, 3, 3, 8), np.float32)
   expected[..., 2:6] = x[:, ::2, ::2, :]  # planes // 4 = 2 zero channels on each side
-  np.testing.assert_array_equal(resnet_cifar.option_a_shortcut(jnp.asarray(x), 8), expected)
+  np.testing.assert_array_equal(layers.option_a_shortcut(jnp.asarray(x), 8), expected)
 
 
 def test_stride_two_conv_pads_one_on_every_side_like_pytorch():
@@ -199,7 +199,7 @@ def test_stride_two_conv_pads_one_on_every_side_like_pytorch():
   padded = np.pad(x[0, :, :, 0], 1)
   expected = np.array([[np.sum(padded[2 * i:2 * i + 3, 2 * j:2 * j + 3] * kernel[:, :, 0, 0])
                         for j in range(2)] for i in range(2)])
-  conv = resnet_cifar.conv3x3(1, 2, None, "conv")
+  conv = layers.conv3x3(1, 2, None, "conv")
   out = conv.apply({"params": {"kernel": jnp.asarray(kernel)}}, jnp.asarray(x))
   np.testing.assert_allclose(out[0, :, :, 0], expected, rtol=1e-5, atol=1e-5)
 

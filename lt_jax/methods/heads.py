@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from lt_jax.data import augment
-from lt_jax.models import resnet_cifar
+from lt_jax.models import layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +77,8 @@ def frozen_maps_from(net: FrozenNet, maps, stage: int):
   return net.model.apply(variables, maps, train=False, from_stage=stage, return_features=True)[1]
 
 
-def classifier_module(net: FrozenNet) -> resnet_cifar.Classifier:
-  return resnet_cifar.Classifier(net.num_classes, net.config.model.classifier)
+def classifier_module(net: FrozenNet) -> layers.Classifier:
+  return layers.Classifier(net.num_classes, net.config.model.classifier)
 
 
 def classifier_logits(net: FrozenNet, classifier_params, pooled):

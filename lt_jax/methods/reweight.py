@@ -16,16 +16,15 @@ current scheduled learning rate alpha (the peers' off-by-one at decays is not re
   paper's formula); ``cbmeta.clip_weights`` clips w_y + eps at 0 (the code does not).
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from lt_jax import losses
 from lt_jax import meta
 from lt_jax import optim
 from lt_jax import train_state as ts
+from lt_jax.models import weight_net
 
 
 def per_sample_losses(ctx, logits, labels):
@@ -99,26 +98,6 @@ def l2rw_step(state, batch, ctx, mode=None):
 
 # --- MW-Net ----------------------------------------------------------------------------------------
 
-def torch_default_init(fan_in: int):
-  """PyTorch nn.Linear's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (weights and biases)."""
-  bound = 1.0 / np.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
-class WeightNet(nn.Module):
-  """V_Theta: per-sample loss l_i -> weight v_i in (0, 1) (1 -> hidden -> 1, ReLU, sigmoid)."""
-  hidden: int = 100
-
-  @nn.compact
-  def __call__(self, values):
-    h = nn.Dense(self.hidden, kernel_init=torch_default_init(1), bias_init=torch_default_init(1))(values[:, None])
-    h = nn.Dense(1, kernel_init=torch_default_init(self.hidden),
-                 bias_init=torch_default_init(self.hidden))(nn.relu(h))
-    return nn.sigmoid(h[:, 0])
-
-
-
-
 def mwnet_optimizer(config):
   c = config.mwnet
   return optim.sgd(c.lr, c.momentum, c.nesterov, c.weight_decay)
@@ -126,13 +105,13 @@ def mwnet_optimizer(config):
 
 def mwnet_init(rng, variables, ctx):
   del variables
-  theta = WeightNet(ctx.config.mwnet.hidden).init(rng, jnp.zeros((1,)))["params"]
+  theta = weight_net.WeightNet(ctx.config.mwnet.hidden).init(rng, jnp.zeros((1,)))["params"]
   return {"theta": theta, "opt_state": mwnet_optimizer(ctx.config).init(theta)}
 
 
 def mwnet_step(state, batch, ctx, mode=None):
   del mode
-  vnet = WeightNet(ctx.config.mwnet.hidden)
+  vnet = weight_net.WeightNet(ctx.config.mwnet.hidden)
 
   def weights(theta, values):
     return vnet.apply({"params": theta}, values)

@@ -15,13 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from lt_jax.models import bbn
+from lt_jax.models import layers
 from lt_jax.models import lenet
 from lt_jax.models import resnet_cifar
 from lt_jax.models import resnet_imagenet
+from lt_jax.models import vgg
 
 MODEL_NAMES = ("resnet{6n+2} (resnet8, resnet20, resnet32, resnet56, ...)", "resnet18", "resnet34", "lenet",
                "bbn_resnet{6n+2} (BBN's bilateral-branch ResNet, e.g. bbn_resnet32)")
-# 224-pixel backbones (resnet_imagenet): ImageNet ResNets and VGG-11, torchvision layout.
+# 224-pixel backbones (resnet_imagenet, vgg): ImageNet ResNets and VGG-11, torchvision layout.
 IMAGENET_MODEL_NAMES = tuple(f"resnet{d}_imagenet" for d in resnet_imagenet.RESNET_DEPTHS) + (
     "vgg11", "vgg11_bn")
 DEFAULT_WIDTHS = {"resnet_cifar": 16, "resnet18": 64, "resnet34": 64, "lenet": lenet.BASE_WIDTH}
@@ -39,9 +41,9 @@ def get_model(model_config, num_classes: int, dtype: Optional[Any] = None) -> nn
   """
   name, width = model_config.name, model_config.get("width", 0)
   classifier = model_config.get("classifier", "linear")
-  if classifier not in resnet_cifar.CLASSIFIERS:
+  if classifier not in layers.CLASSIFIERS:
     raise ValueError(f"model.classifier={classifier!r} is unknown; expected one of "
-                     f"{list(resnet_cifar.CLASSIFIERS)}")
+                     f"{list(layers.CLASSIFIERS)}")
   if not isinstance(width, (int, np.integer)) or width < 0:
     raise ValueError(f"model.width={width!r} must be an integer >= 0 (0 = the model's own width)")
   if num_classes < 1:
@@ -56,7 +58,7 @@ def get_model(model_config, num_classes: int, dtype: Optional[Any] = None) -> nn
   if imagenet and int(imagenet.group(1)) in resnet_imagenet.RESNET_DEPTHS:
     return resnet_imagenet.imagenet_resnet(int(imagenet.group(1)), width=width or 64, **kwargs)
   if name in ("vgg11", "vgg11_bn"):
-    return resnet_imagenet.vgg11(width=width or 64, batch_norm=name == "vgg11_bn", **kwargs)
+    return vgg.vgg11(width=width or 64, batch_norm=name == "vgg11_bn", **kwargs)
   match = re.fullmatch(r"bbn_resnet(\d+)", name)
   if match:
     return bbn.bbn_resnet(int(match.group(1)), width=width or DEFAULT_WIDTHS["resnet_cifar"],

@@ -18,19 +18,21 @@ Parameters: ``trunk`` (stem_conv, stem_bn, stage{k}_block{i} of the shared block
 ``resnet_cifar.ResNet``), ``conventional`` and ``rebalancing`` (the branch blocks), ``classifier``.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lt_jax.models import resnet_cifar
-
-Dtype = Any
+from lt_jax.models import layers
 
 
-def _widths(width: int, stage_sizes: Sequence[int]) -> tuple[int, ...]:
-  return tuple(width * 2**k for k in range(len(stage_sizes)))
+def stages(x: jax.Array, train: bool, part: nn.Module, block_ids: dict[int, range]) -> jax.Array:
+  """Blocks ``block_ids[k]`` of each stage k (1-indexed, in order) of ``part``'s ResNet, on x."""
+  for k, ids in block_ids.items():
+    x = layers.residual_stage(x, train, stage=k, planes=part.width * 2**(k - 1), block_ids=ids,
+                              shortcut=part.shortcut, dtype=part.dtype)
+  return x
 
 
 class Trunk(nn.Module):
@@ -39,17 +41,14 @@ class Trunk(nn.Module):
   width: int
   branch_blocks: int
   shortcut: str = "option_a"
-  dtype: Optional[Dtype] = None
+  dtype: Optional[layers.Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = resnet_cifar.stem(x, self.width, train, self.dtype)
-    num_stages = len(self.stage_sizes)
-    for k, (blocks, planes) in enumerate(zip(self.stage_sizes, _widths(self.width, self.stage_sizes)), 1):
-      shared = blocks - self.branch_blocks if k == num_stages else blocks
-      x = resnet_cifar.residual_stage(x, train, stage=k, planes=planes, block_ids=range(shared),
-                                      shortcut=self.shortcut, dtype=self.dtype)
-    return x
+    x = layers.stem(x, self.width, train, self.dtype)
+    *first, last = self.stage_sizes
+    shared = [*first, last - self.branch_blocks]  # blocks per stage in the trunk
+    return stages(x, train, self, {k: range(n) for k, n in enumerate(shared, start=1)})
 
 
 class Branch(nn.Module):
@@ -58,14 +57,12 @@ class Branch(nn.Module):
   width: int
   branch_blocks: int
   shortcut: str = "option_a"
-  dtype: Optional[Dtype] = None
+  dtype: Optional[layers.Dtype] = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     blocks = self.stage_sizes[-1]
-    return resnet_cifar.residual_stage(
-        x, train, stage=len(self.stage_sizes), planes=_widths(self.width, self.stage_sizes)[-1],
-        block_ids=range(blocks - self.branch_blocks, blocks), shortcut=self.shortcut, dtype=self.dtype)
+    return stages(x, train, self, {len(self.stage_sizes): range(blocks - self.branch_blocks, blocks)})
 
 
 class BBNResNet(nn.Module):
@@ -87,14 +84,14 @@ class BBNResNet(nn.Module):
   mix_scale: float = 2.0
   classifier: str = "linear"
   shortcut: str = "option_a"
-  dtype: Optional[Dtype] = None
+  dtype: Optional[layers.Dtype] = None
 
   def modulation_points(self) -> dict[str, int]:
     """None: BBN takes no feature modulation."""
     return {}
 
   @nn.compact
-  def __call__(self, x, train: bool = True, modulation: resnet_cifar.Modulation = None,
+  def __call__(self, x, train: bool = True, modulation: layers.Modulation = None,
                return_features: bool = False, alpha=0.5, rebalanced_images: Optional[jax.Array] = None):
     """Logits (N, C) of the mix at ``alpha``, or (logits, features) with ``return_features``.
 
@@ -103,7 +100,7 @@ class BBNResNet(nn.Module):
     s [alpha F_c, (1 - alpha) F_r] (N, h, w, 8w) before pooling: the classifier on its global
     average is the logits. ``alpha`` may be a traced scalar.
     """
-    resnet_cifar.check_modulation(modulation, self.modulation_points())
+    layers.check_modulation(modulation, self.modulation_points())
     if not 1 <= self.branch_blocks <= self.stage_sizes[-1]:
       raise ValueError(f"model.bbn_branch_blocks={self.branch_blocks} must be in [1, "
                        f"{self.stage_sizes[-1]}] (the blocks of the last stage)")
@@ -119,14 +116,13 @@ class BBNResNet(nn.Module):
     maps_r = Branch(**parts, name="rebalancing")(shared_r, train)
     alpha = jnp.asarray(alpha, maps_c.dtype)
     features = self.mix_scale * jnp.concatenate([alpha * maps_c, (1.0 - alpha) * maps_r], axis=-1)
-    logits = resnet_cifar.Classifier(self.num_classes, self.classifier, dtype=self.dtype, name="classifier")(
-        jnp.mean(features, axis=(1, 2)))
-    logits = logits.astype(resnet_cifar.output_dtype(logits))
+    logits = layers.pooled_logits(features, self.num_classes, self.classifier, self.dtype)
     return (logits, features) if return_features else logits
 
 
 def bbn_resnet(depth: int, num_classes: int, width: int = 16, classifier: str = "linear",
-               dtype: Optional[Dtype] = None, branch_blocks: int = 1, mix_scale: float = 2.0) -> BBNResNet:
+               dtype: Optional[layers.Dtype] = None, branch_blocks: int = 1,
+               mix_scale: float = 2.0) -> BBNResNet:
   """BBN on ResNet-{depth} (depth = 6n + 2, option-A shortcuts), e.g. ``bbn_resnet32``."""
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f"model.name='bbn_resnet{depth}': BBN's CIFAR ResNet needs depth 6n + 2 with n >= 1 "

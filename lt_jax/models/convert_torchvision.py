@@ -104,7 +104,7 @@ def convert_resnet(state_dict: dict) -> dict:
 
 
 def convert_vgg(state_dict: dict, pooled_size: int = POOLED_SIZE) -> dict:
-  """Variables of ``resnet_imagenet.VGG`` from a torchvision ``vgg*`` / ``vgg*_bn`` state_dict."""
+  """Variables of ``vgg.VGG`` from a torchvision ``vgg*`` / ``vgg*_bn`` state_dict."""
   variables = {"params": {}, "batch_stats": {}}
   feature_ids = sorted({int(k.split(".")[1]) for k in state_dict if k.startswith("features.")})
   names, conv = {}, 0

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lt_jax.models import resnet_cifar
+from lt_jax.models import layers
 
 BASE_WIDTH = 6
 PAPER_COUNTS = (6, 16, 120, 84)  # conv1, conv2, conv3, fc1
@@ -38,8 +38,8 @@ def torch_conv(features: int, kernel: int, padding, in_channels: int, dtype, nam
   """kernel x kernel conv with bias and PyTorch's default init."""
   fan_in = kernel * kernel * in_channels
   return nn.Conv(features, (kernel, kernel), padding=padding,
-                 kernel_init=resnet_cifar.torch_default_kernel_init,
-                 bias_init=resnet_cifar.torch_bias_init(fan_in), dtype=dtype, name=name)
+                 kernel_init=layers.torch_default_kernel_init,
+                 bias_init=layers.torch_uniform_init(fan_in), dtype=dtype, name=name)
 
 
 class LeNet(nn.Module):
@@ -54,26 +54,26 @@ class LeNet(nn.Module):
     return dict(zip(("conv1", "conv2", "conv3", "fc1"), channel_counts(self.width)))
 
   @nn.compact
-  def __call__(self, x, train: bool = True, modulation: resnet_cifar.Modulation = None,
+  def __call__(self, x, train: bool = True, modulation: layers.Modulation = None,
                return_features: bool = False):
     """Logits (N, C), or (logits, fc1 features as an (N, 1, 1, fc1) map); ``train`` is unused."""
     del train  # no BatchNorm or dropout
     points = self.modulation_points()
-    resnet_cifar.check_modulation(modulation, points)
+    layers.check_modulation(modulation, points)
     c1, c2, c3, f1 = points.values()
     if self.dtype is not None:
       x = jnp.asarray(x, self.dtype)
     x = nn.relu(torch_conv(c1, 5, ((2, 2), (2, 2)), x.shape[-1], self.dtype, "conv1")(x))
-    x = nn.max_pool(resnet_cifar.modulate(x, modulation, "conv1"), (2, 2), strides=(2, 2))
+    x = nn.max_pool(layers.modulate(x, modulation, "conv1"), (2, 2), strides=(2, 2))
     x = nn.relu(torch_conv(c2, 5, "VALID", c1, self.dtype, "conv2")(x))
-    x = nn.max_pool(resnet_cifar.modulate(x, modulation, "conv2"), (2, 2), strides=(2, 2))
+    x = nn.max_pool(layers.modulate(x, modulation, "conv2"), (2, 2), strides=(2, 2))
     x = nn.relu(torch_conv(c3, 3, "VALID", c2, self.dtype, "conv3")(x))
-    x = jnp.mean(resnet_cifar.modulate(x, modulation, "conv3"), axis=(1, 2))
-    x = nn.relu(nn.Dense(f1, kernel_init=resnet_cifar.torch_default_kernel_init,
-                         bias_init=resnet_cifar.torch_bias_init(c3), dtype=self.dtype, name="fc1")(x))
-    x = resnet_cifar.modulate(x, modulation, "fc1")
-    logits = resnet_cifar.Classifier(self.num_classes, self.classifier,
-                                     kernel_init=resnet_cifar.torch_default_kernel_init,
-                                     dtype=self.dtype, name="classifier")(x)
-    logits = logits.astype(resnet_cifar.output_dtype(logits))
+    x = jnp.mean(layers.modulate(x, modulation, "conv3"), axis=(1, 2))
+    x = nn.relu(nn.Dense(f1, kernel_init=layers.torch_default_kernel_init,
+                         bias_init=layers.torch_uniform_init(c3), dtype=self.dtype, name="fc1")(x))
+    x = layers.modulate(x, modulation, "fc1")
+    logits = layers.Classifier(self.num_classes, self.classifier,
+                               kernel_init=layers.torch_default_kernel_init,
+                               dtype=self.dtype, name="classifier")(x)
+    logits = logits.astype(layers.output_dtype(logits))
     return (logits, x[:, None, None, :]) if return_features else logits
