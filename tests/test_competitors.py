@@ -24,7 +24,6 @@ from lt_jax import models
 from lt_jax import run
 from lt_jax import train_state as ts
 from lt_jax.methods import bbn as bbn_method
-from lt_jax.methods import decouple
 from lt_jax.models import bbn as bbn_model
 from tests.conftest import step_setup
 from tests.conftest import tiny_config
