@@ -18,7 +18,7 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: in
 
   alpha is computed in JAX's default float dtype at call time: float32, or float64 under
   ``jax_enable_x64`` (float64 runs get an exact alpha, not a float32 one). Its users cast it to
-  each parameter's dtype (``meta.lookahead_params``, optax's schedule scaling), so float32
+  each parameter's dtype (``bilevel.lookahead_params``, optax's schedule scaling), so float32
   parameters stay float32 under x64 too.
   """
   base, warmup = float(optim.lr), int(optim.warmup_epochs)

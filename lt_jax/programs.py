@@ -172,21 +172,21 @@ def accumulate(totals, metrics):
 
 
 def head_steps(state: ts.TrainState, *, head, tx, length: int):
-  """``length`` SGD steps of a phase-II head (``state.meta['head']``) on cross-entropy of its
+  """``length`` SGD steps of a phase-II head (``state.hparams['head']``) on cross-entropy of its
   batches of frozen features; returns (state, mean metrics)."""
 
   def step(state, _):
-    pooled, labels, extra = head.batch(ts.step_key(state), state.meta["head"])
+    pooled, labels, extra = head.batch(ts.step_key(state), state.hparams["head"])
     pooled, labels = jax.lax.stop_gradient((pooled, labels))
 
     def loss_fn(h):
       logits = head.logits(h, pooled)
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.meta["head"])
-    updates, opt_state = tx.update(grads, state.opt_state, state.meta["head"])
-    new_head = optax.apply_updates(state.meta["head"], updates)
-    state = state.replace(step=state.step + 1, opt_state=opt_state, meta={"head": new_head})
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.hparams["head"])
+    updates, opt_state = tx.update(grads, state.opt_state, state.hparams["head"])
+    new_head = optax.apply_updates(state.hparams["head"], updates)
+    state = state.replace(step=state.step + 1, opt_state=opt_state, hparams={"head": new_head})
     return state, {**ts.classification_metrics(logits, labels, loss), **extra}
 
   state, metrics = jax.lax.scan(step, state, None, length=length)

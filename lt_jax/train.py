@@ -82,7 +82,7 @@ def build_context(config, *, class_counts, train_labels, axis_name: str | None =
 def init_state(config, ctx: ts.Context, method, input_shape, seed: int | None = None) -> ts.TrainState:
   """Fresh state from ``seed`` (default ``config.seed``): network variables, optimiser state, meta."""
   rng = jax.random.key(config.seed if seed is None else seed)
-  init_rng, meta_rng, train_rng = jax.random.split(rng, 3)
+  init_rng, hparams_rng, train_rng = jax.random.split(rng, 3)
   variables = models.init_variables(ctx.model, init_rng, (1, *input_shape))
   if config.model.get("init_checkpoint"):  # converted torchvision weights; the classifier stays fresh
     variables = convert_torchvision.load_pretrained(variables, config.model.init_checkpoint)
@@ -92,7 +92,7 @@ def init_state(config, ctx: ts.Context, method, input_shape, seed: int | None = 
       params=params,
       batch_stats=variables.get("batch_stats", {}),
       opt_state=ctx.tx.init(params),
-      meta=method.init_meta(meta_rng, variables, ctx),
+      hparams=method.init_hparams(hparams_rng, variables, ctx),
       rng=train_rng,
   )
 

@@ -1,8 +1,9 @@
 """The training state and the few operations every method's step shares.
 
 State is a ``flax.struct.dataclass`` of arrays only, so it is a pytree that jit donates, orbax
-saves and vmap stacks. ``meta`` holds what a method learns besides the network w (per-sample eps,
-the V-net or modulator parameters phi and their optimiser state); it is ``{}`` for plain training.
+saves and vmap stacks. ``hparams`` holds what a method learns besides the network w (h: the V-net
+parameters Theta, the modulator parameters phi, a phase-II head, and their optimiser state); it is
+``{}`` for plain training.
 """
 
 import dataclasses
@@ -23,7 +24,7 @@ class TrainState:
   params: Any  # w
   batch_stats: Any  # BatchNorm running statistics ({} for models without BatchNorm)
   opt_state: Any
-  meta: Any  # method-specific learned quantities (eps, phi, ...) and their optimiser state
+  hparams: Any  # h: what the method learns besides w (Theta, phi, a head) and its optimiser state
   rng: jax.Array  # base key; the key of step t is fold_in(rng, t)
 
 

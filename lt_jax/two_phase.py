@@ -136,7 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tx = optim.sgd(lr, cfg.momentum, False, cfg.weight_decay)
   state = ts.TrainState(step=jnp.zeros((), jnp.int32), params=head.fold(head.init, net.params),
                         batch_stats=net.batch_stats, opt_state=tx.init(head.init),
-                        meta={"head": head.init}, rng=heads.phase2_key(config.seed, head.seed_salt))
+                        hparams={"head": head.init}, rng=heads.phase2_key(config.seed, head.seed_salt))
   state = parallel.replicate(state, parallel.data_mesh())  # the loaded arrays' shardings: one compile
   mngr = checkpointing.manager(workdir, config.train.keep_checkpoints)
   state, done_rounds = checkpointing.restore_latest(mngr, state)
@@ -152,7 +152,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if length:
       state, metrics = steps_fn(state)
       metrics = loop.per_replica(metrics, 1)
-    return state.replace(params=head.fold(state.meta["head"], net.params)), metrics
+    return state.replace(params=head.fold(state.hparams["head"], net.params)), metrics
 
   def evaluate(state):
     logits = np.asarray(predict_fn(state.params, state.batch_stats, test_images))

@@ -54,7 +54,7 @@ def compare(config_module, fields, phase) -> dict:
   multi, multi_loss = jax.jit(parallel.data_parallel(per_device, mesh))(
       parallel.replicate(state, mesh), parallel.replicate(batch, mesh))
   return {"devices": mesh.size, "params": max_difference(single.params, multi.params),
-          "meta": max_difference(single.meta, multi.meta),
+          "meta": max_difference(single.hparams, multi.hparams),
           "loss": abs(float(single_metrics["loss"]) - float(multi_loss)),
           "param_change": max_difference(single.params, state.params)}
 

@@ -108,7 +108,7 @@ def test_crt_tau_norm_lws_on_a_frozen_phase1_run(tmp_path):
   # LWS: learned scales f_c folded into W and b; everything else frozen.
   run.run(phase2_config(lws_cifar, phase1_dir, **{"decouple.lr": 0.5}), str(tmp_path / "lws"))
   lws = restored(tmp_path / "lws")
-  scales = np.asarray(lws["meta"]["head"]["scales"])
+  scales = np.asarray(lws["hparams"]["head"]["scales"])
   assert not np.allclose(scales, 1.0)
   np.testing.assert_allclose(lws["params"]["classifier"]["kernel"], w1 * scales, rtol=1e-6)
   np.testing.assert_allclose(lws["params"]["classifier"]["bias"], b1 * scales, rtol=1e-6)

@@ -9,7 +9,7 @@ import pytest
 
 from configs import mfm_cifar
 from lt_jax import config as config_lib
-from lt_jax import meta
+from lt_jax import bilevel
 from lt_jax import programs
 from lt_jax import train_state as ts
 from lt_jax.methods import mfm
@@ -70,7 +70,7 @@ def test_mfm_meta_gradient_matches_finite_differences(setup, x64):
   ctx, _, state, batch = setup
   f64 = lambda t: jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
   state, batch = f64(state), f64(batch)
-  phi = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(3), a.shape, a.dtype), state.meta["phi"])
+  phi = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(3), a.shape, a.dtype), state.hparams["phi"])
   logits, _ = ts.forward(ctx.model, state.params, state.batch_stats, batch["images"], train=True)
   soft = jax.nn.softmax(logits)
 
@@ -83,8 +83,8 @@ def test_mfm_meta_gradient_matches_finite_differences(setup, x64):
     out, _ = ts.forward(ctx.model, params, state.batch_stats, batch["meta_images"], train=True)
     return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(out), batch["meta_labels"][:, None], 1))
 
-  value = lambda p: meta.hypergradient(inner_loss, outer_loss, state.params, p, 0.5)[0]
-  _, grad = meta.hypergradient(inner_loss, outer_loss, state.params, phi, 0.5)
+  value = lambda p: bilevel.hypergradient(inner_loss, outer_loss, state.params, p, 0.5)[0]
+  _, grad = bilevel.hypergradient(inner_loss, outer_loss, state.params, phi, 0.5)
   for seed in range(3):
     keys = jax.random.split(jax.random.key(10 + seed), len(jax.tree.leaves(phi)))
     direction = jax.tree.unflatten(jax.tree.structure(phi), [
@@ -100,10 +100,10 @@ def test_meta_step_changes_phi_and_keeps_only_real_batch_statistics(setup):
   ctx, method, state, batch = setup
   new_state, metrics = jax.jit(lambda s, b: method.train_step(s, b, ctx, "meta"))(state, batch)
   assert float(metrics["meta_grad_norm"]) > 0
-  assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(new_state.meta["phi"]), jax.tree.leaves(state.meta["phi"])))
+  assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(new_state.hparams["phi"]), jax.tree.leaves(state.hparams["phi"])))
   # The real pass runs the modulated network with the new phi; its statistics are the only ones kept.
   logits, _ = ts.forward(ctx.model, state.params, state.batch_stats, batch["images"], train=True)
-  modulation = mfm.modulation_for(new_state.meta["phi"], jax.nn.softmax(logits), batch["ids"], ctx)
+  modulation = mfm.modulation_for(new_state.hparams["phi"], jax.nn.softmax(logits), batch["ids"], ctx)
   _, expected = ts.forward(ctx.model, state.params, state.batch_stats, batch["images"], train=True,
                            modulation=modulation)
   chex.assert_trees_all_close(new_state.batch_stats, expected, rtol=1e-5, atol=1e-6)
@@ -114,7 +114,7 @@ def test_evaluation_does_not_depend_on_the_modulator(setup):
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (10, 8, 8, 1)), jnp.uint8)
   predict = lambda s: programs.predict(s.params, s.batch_stats, images, model=ctx.model, mean=np.zeros(1),
                                     std=np.ones(1), batch_size=4)
-  other = state.replace(meta={"phi": jax.tree.map(lambda a: a + 1.0, state.meta["phi"])})
+  other = state.replace(hparams={"phi": jax.tree.map(lambda a: a + 1.0, state.hparams["phi"])})
   np.testing.assert_array_equal(predict(state), predict(other))
 
 
@@ -122,14 +122,14 @@ def test_per_sample_generator_updates_only_the_batch_rows():
   config = tiny_config(mfm_cifar, **{"mfm.generator": "per_sample", "mfm.lr": 1.0})
   ctx, method, state, batch = step_setup(config)
   new_state, _ = method.train_step(state, batch, ctx, "meta")
-  changed = np.flatnonzero(np.any(np.asarray(new_state.meta["phi"]) != 0, axis=1))
+  changed = np.flatnonzero(np.any(np.asarray(new_state.hparams["phi"]) != 0, axis=1))
   assert set(changed) <= set(np.asarray(batch["ids"])) and len(changed) > 0
 
 
 def test_modulator_transfer_round_trip_and_size_check(setup, tmp_path):
   ctx, _, state, _ = setup
-  mfm.save_modulator(state.meta["phi"], ctx, str(tmp_path))
-  chex.assert_trees_all_equal(mfm.load_modulator(str(tmp_path), ctx), state.meta["phi"])
+  mfm.save_modulator(state.hparams["phi"], ctx, str(tmp_path))
+  chex.assert_trees_all_equal(mfm.load_modulator(str(tmp_path), ctx), state.hparams["phi"])
   other = tiny_config(mfm_cifar, **{"mfm.points": ("block3",)})
   other_ctx, *_ = step_setup(other)
   with pytest.raises(ValueError, match="points"):

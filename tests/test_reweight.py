@@ -29,11 +29,11 @@ def test_l2rw_weights_are_clipped_normalised_and_fall_back_to_uniform():
 def test_mwnet_with_uniform_weights_reproduces_the_plain_step():
   config = tiny_config(mwnet_cifar, **{"mwnet.lr": 0.0, "mwnet.weight_decay": 0.0})
   ctx, method, state, batch = step_setup(config)
-  theta = jax.tree.map(lambda a: a, state.meta["theta"])
+  theta = jax.tree.map(lambda a: a, state.hparams["theta"])
   theta["Dense_1"]["kernel"] = jnp.zeros_like(theta["Dense_1"]["kernel"])  # V constant: v_i = 1/B
-  state = state.replace(meta={**state.meta, "theta": theta})
+  state = state.replace(hparams={**state.hparams, "theta": theta})
   meta_state, _ = method.train_step(state, batch, ctx, None)
-  plain_state, _ = erm.train_step(state.replace(meta={}), batch, ctx, None)
+  plain_state, _ = erm.train_step(state.replace(hparams={}), batch, ctx, None)
   chex.assert_trees_all_close(meta_state.params, plain_state.params, rtol=1e-5, atol=1e-6)
   # The lookahead and meta passes ran BatchNorm too; only the real pass's statistics are kept.
   chex.assert_trees_all_close(meta_state.batch_stats, plain_state.batch_stats, rtol=1e-6, atol=1e-7)
@@ -55,7 +55,7 @@ def test_jitted_step_equals_unjitted(config_module):
   eager, _ = method.train_step(state, batch, ctx, step_phase)
   jitted, _ = jax.jit(lambda s, b: method.train_step(s, b, ctx, step_phase))(state, batch)
   chex.assert_trees_all_close(eager.params, jitted.params, rtol=1e-5, atol=1e-6)
-  chex.assert_trees_all_close(eager.meta, jitted.meta, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(eager.hparams, jitted.hparams, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])

@@ -17,7 +17,7 @@ from lt_jax.methods import mfm
 from lt_jax.methods import reweight
 
 
-def _no_meta(rng, variables, ctx) -> dict:
+def _no_hparams(rng, variables, ctx) -> dict:
   del rng, variables, ctx
   return {}
 
@@ -34,7 +34,7 @@ class Method:
     (normalised, augmented), ``labels``, ``ids`` and, for meta methods, ``meta_images`` and
     ``meta_labels``; one per extra sampler as ``{name}_images`` etc.
   needs_meta_data: config -> whether the step reads the balanced meta batch.
-  init_meta: (rng, variables, ctx) -> what the method learns besides w ({} if nothing).
+  init_hparams: (rng, variables, ctx) -> what the method learns besides w ({} if nothing).
   mode: (epoch, ctx) -> a hashable static step variant (e.g. pre-training, then meta); each
     distinct mode compiles once.
   extra_batches: config -> {name: sampler} of more training batches (BBN's reversed batch).
@@ -47,7 +47,7 @@ class Method:
   name: str
   train_step: Callable | None = None
   needs_meta_data: Callable[[Any], bool] = lambda config: False
-  init_meta: Callable = _no_meta
+  init_hparams: Callable = _no_hparams
   mode: Callable = _one_mode
   extra_batches: Callable[[Any], dict] = lambda config: {}
   validate_config: Callable[[Any], None] = lambda config: None
@@ -68,9 +68,9 @@ _META = lambda config: True
 METHODS = _registry(
     Method("erm", erm.train_step),
     Method("l2rw", reweight.l2rw_step, needs_meta_data=_META),
-    Method("mwnet", reweight.mwnet_step, needs_meta_data=_META, init_meta=reweight.mwnet_init),
+    Method("mwnet", reweight.mwnet_step, needs_meta_data=_META, init_hparams=reweight.mwnet_init),
     Method("cbmeta", reweight.cbmeta_step, needs_meta_data=_META, mode=reweight.cbmeta_mode),
-    Method("mfm", mfm.train_step, needs_meta_data=mfm.needs_meta_data, init_meta=mfm.init_meta,
+    Method("mfm", mfm.train_step, needs_meta_data=mfm.needs_meta_data, init_hparams=mfm.init_hparams,
            mode=mfm.mode, validate_config=mfm.validate_config, finalize=mfm.finalize),
     Method("bbn", bbn.train_step, extra_batches=bbn.extra_batches,
            validate_config=bbn.validate_config),

@@ -25,7 +25,7 @@ import optax
 
 from lt_jax import files
 from lt_jax import losses
-from lt_jax import meta
+from lt_jax import bilevel
 from lt_jax import models
 from lt_jax import train_state as ts
 from lt_jax.data import augment
@@ -73,7 +73,7 @@ def meta_optimizer(config) -> optax.GradientTransformation:
   return (optax.adam if config.mfm.optimizer == "adam" else optax.sgd)(config.mfm.lr)
 
 
-def init_meta(rng, variables, ctx):
+def init_hparams(rng, variables, ctx):
   """phi (and its optimiser state): modulator parameters, a per-sample table, or a frozen load."""
   del variables
   cfg = ctx.config.mfm
@@ -116,7 +116,7 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, mode="meta"):
 
   unmodulated_logits, _ = ts.forward(model, state.params, state.batch_stats, images, train=True)
   soft_labels = jax.lax.stop_gradient(jax.nn.softmax(unmodulated_logits))
-  phi, new_meta, metrics = state.meta["phi"], state.meta, {}
+  phi, new_hparams, metrics = state.hparams["phi"], state.hparams, {}
 
   if mode == "meta":
     def inner_loss(params, phi):  # L_train(w, phi), statistics of this pass dropped
@@ -126,15 +126,15 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, mode="meta"):
       logits, _ = ts.forward(model, params, state.batch_stats, batch["meta_images"], train=True)
       return jnp.mean(losses.cross_entropy(logits, batch["meta_labels"]))
 
-    meta_loss, grad_phi = meta.hypergradient(inner_loss, outer_loss, state.params, phi,
+    meta_loss, grad_phi = bilevel.hypergradient(inner_loss, outer_loss, state.params, phi,
                                              ctx.lr_fn(state.step), axis_name=ctx.axis_name)
     if ctx.config.mfm.generator == "per_sample":  # plain SGD; grad_phi is 0 outside the batch's rows
       phi = phi - ctx.config.mfm.lr * grad_phi
-      new_meta = {"phi": phi}
+      new_hparams = {"phi": phi}
     else:
-      updates, opt_state = meta_optimizer(ctx.config).update(grad_phi, state.meta["opt_state"], phi)
+      updates, opt_state = meta_optimizer(ctx.config).update(grad_phi, state.hparams["opt_state"], phi)
       phi = optax.apply_updates(phi, updates)
-      new_meta = {"phi": phi, "opt_state": opt_state}
+      new_hparams = {"phi": phi, "opt_state": opt_state}
     metrics = {"meta_loss": meta_loss, "meta_grad_norm": optax.tree.norm(grad_phi)}
 
   modulation = jax.lax.stop_gradient(modulation_for(phi, soft_labels, ids, ctx))
@@ -143,7 +143,7 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, mode="meta"):
   gammas = [g for g, _ in modulation.values()]
   metrics.update(ts.classification_metrics(logits, labels, loss),
                  gamma_std=jnp.mean(jnp.stack([jnp.std(g, axis=-1).mean() for g in gammas])))
-  return ts.apply_gradients(state, ctx, grads, batch_stats, meta=new_meta), metrics
+  return ts.apply_gradients(state, ctx, grads, batch_stats, hparams=new_hparams), metrics
 
 
 # --- Transfer: the learned modulator as an artifact of the run -------------------------------------
@@ -186,7 +186,7 @@ def test_modulation(view, num_samples: int) -> tuple[dict, np.ndarray]:
   """(gamma, beta) that the learned modulator gives the first ``num_samples`` test images."""
   images = augment.eval_transform(jnp.asarray(view.test_images[:num_samples]), view.mean, view.std)
   logits, _ = ts.forward(view.ctx.model, view.state.params, view.state.batch_stats, images, train=False)
-  modulation = modulation_for(view.state.meta["phi"], jax.nn.softmax(logits), None, view.ctx)
+  modulation = modulation_for(view.state.hparams["phi"], jax.nn.softmax(logits), None, view.ctx)
   return jax.device_get(modulation), np.asarray(view.test_labels[:num_samples])
 
 
@@ -197,7 +197,7 @@ def finalize(view, workdir: str) -> None:
   if cfg.generator != "network":
     return
   if not cfg.load_modulator:
-    save_modulator(view.state.meta["phi"], view.ctx, workdir)
+    save_modulator(view.state.hparams["phi"], view.ctx, workdir)
   if cfg.tsne_samples and view.ctx.config.train.plots and view.test_images is not None:
     from lt_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib)
     modulation, labels = test_modulation(view, cfg.tsne_samples)

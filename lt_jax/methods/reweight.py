@@ -1,6 +1,6 @@
 """The meta re-weighting family on the bilevel core: L2RW, MW-Net, class-balanced meta re-weighting.
 
-Each is a pair of losses for ``meta.hypergradient``; the lookahead is one plain SGD step at the
+Each is a pair of losses for ``bilevel.hypergradient``; the lookahead is one plain SGD step at the
 current scheduled learning rate alpha (the peers' off-by-one at decays is not reproduced).
 
 * L2RW (Ren et al. 2018): eps = 0, inner = sum_i eps_i l_i(w); weights w_i = max(-dL_meta/deps_i, 0)
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from lt_jax import losses
-from lt_jax import meta
+from lt_jax import bilevel
 from lt_jax import optim
 from lt_jax import train_state as ts
 from lt_jax.models import weight_net
@@ -72,7 +72,7 @@ def eps_gradient(state, batch, ctx, sample_weights, reduction: str):
     return jnp.sum(weighted) * ts.device_count(ctx) if reduction == "sum" else jnp.mean(weighted)
 
   eps = jnp.zeros(batch["labels"].shape, jnp.result_type(sample_weights, ts.param_dtype(state.params)))
-  return meta.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params, eps,
+  return bilevel.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params, eps,
                             ctx.lr_fn(state.step), axis_name=ctx.axis_name, per_device_hparams=True)
 
 
@@ -120,13 +120,13 @@ def mwnet_step(state, batch, ctx, mode=None):
     values, _, _ = training_losses(state, batch, ctx, params)
     return losses.weighted_mean(values, weights(theta, values), ctx.axis_name)
 
-  theta = state.meta["theta"]
-  meta_loss, grad_theta = meta.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params,
+  theta = state.hparams["theta"]
+  meta_loss, grad_theta = bilevel.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params,
                                              theta, ctx.lr_fn(state.step), axis_name=ctx.axis_name)
-  updates, opt_state = mwnet_optimizer(ctx.config).update(grad_theta, state.meta["opt_state"], theta)
+  updates, opt_state = mwnet_optimizer(ctx.config).update(grad_theta, state.hparams["opt_state"], theta)
   theta = optax.apply_updates(theta, updates)
   state, metrics = weighted_step(state, batch, ctx, lambda values: weights(theta, values),
-                                 meta={"theta": theta, "opt_state": opt_state})
+                                 hparams={"theta": theta, "opt_state": opt_state})
   metrics["meta_loss"] = meta_loss
   return state, metrics
 

@@ -1,4 +1,4 @@
-"""Tests for lt_jax.meta: the hypergradient against finite differences, closed forms and identities.
+"""Tests for lt_jax.bilevel (the bilevel core): the hypergradient against finite differences, closed forms and identities.
 
 Float64 where a tolerance matters, scoped to the test by conftest's ``x64`` fixture
 (``jax.enable_x64(True)`` as a context manager), so other test modules run in float32.
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lt_jax import meta
+from lt_jax import bilevel
 
 NUM_CLASSES = 3
 
@@ -101,7 +101,7 @@ def tree_vdot(a, b):
 def assert_matches_finite_differences(inner_loss, outer_loss, params, hparams, lr, directions,
                                       step=1e-5, rtol=1e-6):
   """Central differences of h -> L_meta(w_hat(h)) along each direction (leading axis) vs grad_h."""
-  hypergradient = lambda h: meta.hypergradient(inner_loss, outer_loss, params, h, lr)
+  hypergradient = lambda h: bilevel.hypergradient(inner_loss, outer_loss, params, h, lr)
   _, grad = jax.jit(hypergradient)(hparams)
   value = jax.jit(jax.vmap(lambda h: hypergradient(h)[0]))
   shifted = lambda sign: jax.tree.map(lambda h, d: h + sign * step * d, hparams, directions)
@@ -127,7 +127,7 @@ def test_lookahead_params_is_plain_sgd_on_every_leaf_and_keeps_dtypes():
             "scale": jnp.full((2,), 2.0, jnp.bfloat16)}
   grads = {"dense": {"kernel": jnp.full((2, 3), 0.5), "bias": jnp.arange(3.0)},
            "scale": jnp.ones((2,), jnp.bfloat16)}
-  w_hat = meta.lookahead_params(params, grads, jnp.float32(0.1))
+  w_hat = bilevel.lookahead_params(params, grads, jnp.float32(0.1))
   chex.assert_trees_all_close(w_hat, {"dense": {"kernel": jnp.full((2, 3), 0.95),
                                                 "bias": jnp.array([0.0, -0.1, -0.2])},
                                       "scale": jnp.full((2,), 1.9, jnp.bfloat16)}, rtol=1e-2)
@@ -142,7 +142,7 @@ def test_lookahead_is_one_sgd_step_on_the_inner_loss(x64):
   inner_loss = lambda params, eps: jnp.mean(eps * losses(params))
   grads = jax.grad(inner_loss)(variables["params"], eps)
   expected = jax.tree.map(lambda w, g: w - 0.3 * g, variables["params"], grads)
-  chex.assert_trees_all_close(meta.lookahead(inner_loss, variables["params"], eps, 0.3), expected,
+  chex.assert_trees_all_close(bilevel.lookahead(inner_loss, variables["params"], eps, 0.3), expected,
                               rtol=1e-14)
 
 
@@ -212,7 +212,7 @@ def test_hypergradient_matches_closed_form_on_weighted_least_squares(x64):
     return jnp.sum((meta_x @ params["w"] + params["b"] - meta_y) ** 2) / (2 * m)
 
   params = to_float64({"w": w, "b": b})
-  value, grad = meta.hypergradient(inner_loss, outer_loss, params,
+  value, grad = bilevel.hypergradient(inner_loss, outer_loss, params,
                                    to_float64({"eps": eps, "lam": lam}), alpha)
 
   r = x @ w + b - y
@@ -250,13 +250,13 @@ def test_eps_gradient_is_minus_lr_times_per_sample_gradient_alignment(x64, use_b
                                                                         batch["y"])
 
   for eps in (jnp.zeros(8), jnp.linspace(0.5, 1.5, 8)):  # inner is linear in eps: any eps works
-    w_hat = meta.lookahead(inner_loss, params, eps, lr)
-    _, grad_eps = meta.hypergradient(inner_loss, outer_loss, params, eps, lr)
+    w_hat = bilevel.lookahead(inner_loss, params, eps, lr)
+    _, grad_eps = bilevel.hypergradient(inner_loss, outer_loss, params, eps, lr)
     meta_grad = jax.grad(outer_loss)(w_hat)
     expected = -lr * jax.vmap(lambda g: tree_vdot(meta_grad, g))(per_sample_grads)
     assert np.linalg.norm(expected) > 1e-4
     np.testing.assert_allclose(grad_eps, expected, rtol=1e-10, atol=1e-14)
-  chex.assert_trees_all_equal(meta.lookahead(inner_loss, params, jnp.zeros(8), lr), params)
+  chex.assert_trees_all_equal(bilevel.lookahead(inner_loss, params, jnp.zeros(8), lr), params)
 
 
 # --- 4. jit ----------------------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def test_jitted_equals_eager_and_traced_lr_does_not_retrace(x64):
     traces.append(None)  # Python side effect: runs once per trace, never when compiled code runs
     return jnp.sum(eps * losses(params))
 
-  step = jax.jit(lambda params, eps, lr: meta.hypergradient(inner_loss, outer_loss, params, eps,
+  step = jax.jit(lambda params, eps, lr: bilevel.hypergradient(inner_loss, outer_loss, params, eps,
                                                             lr))
   params, eps = variables["params"], jnp.linspace(0.5, 1.5, 8)
   results = []
@@ -281,7 +281,7 @@ def test_jitted_equals_eager_and_traced_lr_does_not_retrace(x64):
     jitted = step(params, eps, jnp.asarray(lr))
     if i == 0:
       traces_after_first_call = len(traces)
-    eager = meta.hypergradient(inner_loss, outer_loss, params, eps, lr)
+    eager = bilevel.hypergradient(inner_loss, outer_loss, params, eps, lr)
     chex.assert_trees_all_close(jitted, eager, rtol=1e-12, atol=1e-15)
     results.append(jitted[1])
   calls = len(traces) - traces_after_first_call
@@ -309,16 +309,16 @@ def test_has_aux_returns_both_losses_aux_and_the_same_gradient(x64):
     logits, _ = train_forward(model, params, batch_stats, batch["meta_x"])
     return jnp.mean(cross_entropy(logits, batch["meta_y"])), logits
 
-  (value, (inner_aux, outer_aux)), grad = meta.hypergradient(inner_loss, outer_loss, params, eps,
+  (value, (inner_aux, outer_aux)), grad = bilevel.hypergradient(inner_loss, outer_loss, params, eps,
                                                              lr, has_aux=True)
-  plain = meta.hypergradient(lambda p, e: inner_loss(p, e)[0], lambda p: outer_loss(p)[0], params,
+  plain = bilevel.hypergradient(lambda p, e: inner_loss(p, e)[0], lambda p: outer_loss(p)[0], params,
                              eps, lr)
   chex.assert_trees_all_close((value, grad), plain, rtol=1e-14)
   _, expected_stats = train_forward(model, params, batch_stats, batch["x"])
   chex.assert_trees_all_close(inner_aux, {"batch_stats": expected_stats}, rtol=1e-14)
   assert not np.allclose(expected_stats["BatchNorm_0"]["mean"],
                          batch_stats["BatchNorm_0"]["mean"])  # the statistics did move
-  w_hat, lookahead_aux = meta.lookahead(inner_loss, params, eps, lr, has_aux=True)
+  w_hat, lookahead_aux = bilevel.lookahead(inner_loss, params, eps, lr, has_aux=True)
   chex.assert_trees_all_close(lookahead_aux, inner_aux, rtol=1e-14)
   meta_logits, _ = train_forward(model, w_hat, batch_stats, batch["meta_x"])
   chex.assert_trees_all_close(outer_aux, meta_logits, rtol=1e-12)
