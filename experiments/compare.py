@@ -66,7 +66,7 @@ def _recall_bars(labels, evals, names, counts, path: str) -> str:
   ax.set_ylabel("test recall %")
   ax.set_title("per-class recall (final epoch), classes by training frequency")
   ax.legend(fontsize=7)
-  return plots._save(fig, path)  # pylint: disable=protected-access
+  return plots.save_figure(fig, path)
 
 
 def _confusions(labels, evals, names, path: str) -> str:
