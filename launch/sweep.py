@@ -25,21 +25,21 @@ every row from its latest checkpoint (finished rows end at once).
 import copy
 import hashlib
 import importlib.util
-import json
 import os
 import pathlib
 import re
 import shlex
 import subprocess
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-import ml_collections
-from ml_collections import config_flags
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+if not __package__:  # python launch/sweep.py
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from launch import commands  # pylint: disable=g-import-not-at-top
+
 LAUNCHERS = ("local", "slurm", "tpu")
 SLURM_SCRIPT = "launch/slurm.sbatch"
 TPU_SCRIPT = "launch/tpu_pod.sh"
@@ -47,74 +47,13 @@ _MAX_NAME = 200  # well under the usual 255-byte file name limit
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
-class SweepError(ValueError):
-  """A sweep that cannot be turned into commands (no sweep(), unknown key, bad value)."""
-
-
-def _ensure_repo_on_path():
-  if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # config files do ``from configs import default``
-
-
-def _split_config_arg(config_arg: str) -> tuple[str, str]:
-  """``'configs/x.py:smoke'`` -> (``'configs/x.py'``, ``'smoke'``)."""
-  path, _, args = config_arg.partition(":")
-  if not path:
-    raise SweepError(f"empty config path in {config_arg!r}")
-  return path, args
-
-
-def _resolve_config_path(path: str) -> tuple[pathlib.Path, str]:
-  """Returns the file and the path to write into commands (repo-relative when inside the repo).
-
-  Commands run from the repository root, so a relative path is looked up there first, then in the
-  current directory.
-  """
-  candidates = [pathlib.Path(path)] if os.path.isabs(path) else [REPO_ROOT / path,
-                                                                  pathlib.Path.cwd() / path]
-  for candidate in candidates:
-    if candidate.is_file():
-      resolved = candidate.resolve()
-      try:
-        return resolved, resolved.relative_to(REPO_ROOT).as_posix()
-      except ValueError:
-        return resolved, str(resolved)
-  raise SweepError(f"config file not found: {path} (looked in {REPO_ROOT} and {os.getcwd()})")
-
-
 def _load_module(file: pathlib.Path):
-  _ensure_repo_on_path()
+  commands.ensure_repo_on_path()
   name = "_lt_jax_sweep_" + re.sub(r"\W", "_", file.stem)
   spec = importlib.util.spec_from_file_location(name, file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-def format_value(value: Any) -> str:
-  """Formats an override the way ml_collections' flag parsers read it back.
-
-  Tuples and lists become Python literals without spaces (``("block1","block2")``, parsed with
-  ``ast.literal_eval``), booleans ``True`` / ``False``, floats their ``repr``, strings stay as they
-  are. Shell quoting is separate (``shlex.join`` of the argv).
-  """
-  if isinstance(value, (tuple, list)):
-    items = [format_literal(v) for v in value]
-    return "(" + ",".join(items) + ("," if len(items) == 1 else "") + ")"
-  if isinstance(value, str):
-    return value
-  return format_literal(value)
-
-
-def format_literal(value: Any) -> str:
-  """A Python literal ``ast.literal_eval`` reads back: strings double-quoted, tuples unspaced."""
-  if isinstance(value, (tuple, list)):
-    return format_value(tuple(value))
-  if isinstance(value, str):
-    return json.dumps(value)  # a valid Python literal too; double quotes read better in a shell
-  if isinstance(value, (bool, int, float)) or value is None:
-    return repr(value)
-  raise SweepError(f"cannot pass {value!r} ({type(value).__name__}) on the command line")
 
 
 def _name_part(value: Any) -> str:
@@ -143,62 +82,29 @@ def row_name(overrides: dict[str, Any]) -> str:
   return name
 
 
-def _lookup(config: ml_collections.ConfigDict, key: str):
-  """(parent ConfigDict, last field name) of a dotted key, or None when the key does not exist."""
-  *path, last = key.split(".")
-  node = config
-  for part in path:
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      return None
-    node = node[part]
-  if not isinstance(node, ml_collections.ConfigDict) or last not in node:
-    return None
-  return node, last
-
-
-def _get(config: ml_collections.ConfigDict, key: str) -> Any:
-  parent, last = _lookup(config, key)
-  return parent[last]
-
-
-def _check_override(config, key: str, value: Any, where: str):
-  """Raises SweepError when ``key`` is not a config field or ``value`` does not fit its type."""
-  found = _lookup(config, key)
-  if found is None:
-    raise SweepError(f"{where}: unknown config field {key!r}")
-  parent, last = found
-  if isinstance(parent[last], ml_collections.ConfigDict):
-    raise SweepError(f"{where}: {key!r} is a group of fields; override its fields one by one")
-  try:
-    parent[last] = value  # ConfigDict's type safety: e.g. a string into a bool field fails here
-  except (TypeError, ValueError) as e:
-    raise SweepError(f"{where}: value {value!r} does not fit field {key!r}: {e}") from None
-  format_value(value)  # raises for values with no command-line form
-
-
 def sweep_rows(config_path: str) -> list[tuple[str, dict[str, Any]]]:
   """(row name, overrides) for each ``add`` call of the config file's ``sweep``, validated."""
-  path, args = _split_config_arg(config_path)
-  file, _ = _resolve_config_path(path)
+  path, args = commands.split_config_arg(config_path)
+  file, _ = commands.resolve_config_path(path)
   module = _load_module(file)
   sweep_fn = getattr(module, "sweep", None)
   if not callable(sweep_fn):
-    raise SweepError(f"{path} defines no sweep(add) function; nothing to sweep "
-                     "(configs with one: " + ", ".join(_configs_with_sweep()) + ")")
+    raise commands.CommandError(f"{path} defines no sweep(add) function; nothing to sweep "
+                                "(configs with one: " + ", ".join(_configs_with_sweep()) + ")")
   config = module.get_config(args) if args else module.get_config()
   rows = []
   sweep_fn(lambda **overrides: rows.append(dict(overrides)))
   if not rows:
-    raise SweepError(f"{path}: sweep() added no rows")
+    raise commands.CommandError(f"{path}: sweep() added no rows")
   named, seen = [], {}
   for i, overrides in enumerate(rows):
     scratch = copy.deepcopy(config)
     for key, value in overrides.items():
-      _check_override(scratch, key, value, f"{path}, sweep row {i} ({overrides})")
+      commands.check_override(scratch, key, value, f"{path}, sweep row {i} ({overrides})")
     name = row_name(overrides)
     if name in seen:
-      raise SweepError(f"{path}: sweep rows {seen[name]} and {i} have the same name {name!r} "
-                       f"(same overrides?): {rows[seen[name]]} / {overrides}")
+      raise commands.CommandError(f"{path}: sweep rows {seen[name]} and {i} have the same name "
+                                  f"{name!r} (same overrides?): {rows[seen[name]]} / {overrides}")
     seen[name] = i
     named.append((name, overrides))
   return named
@@ -206,47 +112,24 @@ def sweep_rows(config_path: str) -> list[tuple[str, dict[str, Any]]]:
 
 def _configs_with_sweep() -> list[str]:
   found = []
-  for file in sorted((REPO_ROOT / "configs").glob("*.py")):
+  for file in sorted((commands.REPO_ROOT / "configs").glob("*.py")):
     if re.search(r"^def sweep\(", file.read_text(), re.M):
       found.append(f"configs/{file.name}")
   return found or ["none"]
 
 
-def override_flags(overrides: dict[str, Any]) -> list[str]:
-  """``{"mfm.points": ("block1",)}`` -> ``['--config.mfm.points=("block1",)']`` (argv, unquoted)."""
-  return [f"--config.{key}={format_value(value)}" for key, value in overrides.items()]
-
-
 def _check_extra(extra: Sequence[str], config, config_path: str):
   for arg in extra:
     if not arg.startswith("--"):
-      raise SweepError(f"extra argument {arg!r} is not a --flag")
+      raise commands.CommandError(f"extra argument {arg!r} is not a --flag")
     flag = arg[2:].split("=", 1)[0]
     if flag in ("config", "workdir"):
-      raise SweepError(f"extra argument {arg!r}: the sweep sets --config and --workdir itself")
+      raise commands.CommandError(f"extra argument {arg!r}: the sweep sets --config and --workdir "
+                                  "itself")
     for prefix in ("config.", "noconfig."):
-      if flag.startswith(prefix) and _lookup(config, flag[len(prefix):]) is None:
-        raise SweepError(f"extra argument {arg!r}: unknown config field "
-                         f"{flag[len(prefix):]!r} in {config_path}")
-
-
-def parse_config_flags(config_arg: str, args: Iterable[str]) -> ml_collections.ConfigDict:
-  """Parses ``--config=config_arg`` plus ``--config.*`` args the way lt_jax.main does; the config.
-
-  Arguments that are not ``--config.*`` / ``--noconfig.*`` flags are ignored. Raises SweepError
-  with the flag parser's message when one does not parse.
-  """
-  _ensure_repo_on_path()
-  config_args = [a for a in args if a.startswith(("--config.", "--noconfig."))]
-  argv = ["lt_jax.main", f"--config={config_arg}", *config_args]
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
-                                  lock_config=True, sys_argv=argv)
-  try:
-    flag_values(argv)
-  except flags.Error as e:
-    raise SweepError(f"the trainer would reject {config_args}: {e}") from None
-  return flag_values.config
+      if flag.startswith(prefix) and commands.lookup(config, flag[len(prefix):]) is None:
+        raise commands.CommandError(f"extra argument {arg!r}: unknown config field "
+                                    f"{flag[len(prefix):]!r} in {config_path}")
 
 
 def _join_root(root: str, name: str) -> str:
@@ -273,42 +156,44 @@ def sweep_commands(config_path: str, workdir_root: str, extra: Sequence[str] = (
     A list of argv lists (not shell-quoted: print them with ``shlex.join``).
 
   Raises:
-    SweepError: no sweep(), an unknown override key, a value the trainer would not parse, two rows
-      with one name, or a bad extra argument.
+    commands.CommandError: no sweep(), an unknown override key, a value the trainer would not
+      parse, two rows with one name, or a bad extra argument.
   """
   if launcher not in LAUNCHERS:
-    raise SweepError(f"unknown launcher {launcher!r}; expected one of {', '.join(LAUNCHERS)}")
+    raise commands.CommandError(f"unknown launcher {launcher!r}; expected one of "
+                                f"{', '.join(LAUNCHERS)}")
   if not workdir_root:
-    raise SweepError("workdir_root is empty")
-  path, args = _split_config_arg(config_path)
-  file, command_path = _resolve_config_path(path)
+    raise commands.CommandError("workdir_root is empty")
+  path, args = commands.split_config_arg(config_path)
+  file, command_path = commands.resolve_config_path(path)
   config_arg = command_path + (f":{args}" if args else "")
   parse_arg = str(file) + (f":{args}" if args else "")  # independent of the current directory
   rows = sweep_rows(config_path)
-  base_config = parse_config_flags(parse_arg, [])
+  base_config = commands.parse_config_flags(parse_arg, [])
   extra = list(extra)
   _check_extra(extra, base_config, path)
-  commands = []
+  argvs = []
   for name, overrides in rows:
     trainer_args = [f"--config={config_arg}", f"--workdir={_join_root(workdir_root, name)}",
-                    *override_flags(overrides), *extra]
-    parsed = parse_config_flags(parse_arg, trainer_args)
+                    *commands.override_flags(overrides), *extra]
+    parsed = commands.parse_config_flags(parse_arg, trainer_args)
     for key, value in overrides.items():
-      got = _get(parsed, key)
+      got = commands.get(parsed, key)
       want = tuple(value) if isinstance(value, list) else value
       if got != want:
-        raise SweepError(f"{file.name}, row {name}: {key}={value!r} reads back as {got!r}")
+        raise commands.CommandError(f"{file.name}, row {name}: {key}={value!r} reads back as "
+                                    f"{got!r}")
     if launcher == "local":
-      commands.append([python, "-m", "lt_jax.main", *trainer_args])
+      argvs.append(commands.trainer_command(trainer_args, python))
     elif launcher == "slurm":
-      commands.append(["sbatch", *launcher_args, f"--job-name=lt_jax-{name}", SLURM_SCRIPT,
-                       *trainer_args])
+      argvs.append(["sbatch", *launcher_args, f"--job-name=lt_jax-{name}", SLURM_SCRIPT,
+                    *trainer_args])
     else:
-      commands.append([TPU_SCRIPT, *launcher_args, "--", *trainer_args])
-  return commands
+      argvs.append([TPU_SCRIPT, *launcher_args, "--", *trainer_args])
+  return argvs
 
 
-def run_commands(commands: Sequence[Sequence[str]], cwd: str | os.PathLike = REPO_ROOT,
+def run_commands(commands: Sequence[Sequence[str]], cwd: str | os.PathLike = commands.REPO_ROOT,
                  out=sys.stdout) -> int:
   """Runs commands one after another from ``cwd``; stops at the first failure. Exit status."""
   for i, command in enumerate(commands):
@@ -351,15 +236,15 @@ def main(argv):
   execute = _RUN.value or not _DRY_RUN.value
   python = _PYTHON.value or (sys.executable if execute else "python")
   try:
-    commands = sweep_commands(_CONFIG.value, _WORKDIR_ROOT.value, [*_EXTRA.value, *argv[1:]],
-                              _LAUNCHER.value, _LAUNCHER_ARGS.value, python)
-  except SweepError as e:
+    argvs = sweep_commands(_CONFIG.value, _WORKDIR_ROOT.value, [*_EXTRA.value, *argv[1:]],
+                           _LAUNCHER.value, _LAUNCHER_ARGS.value, python)
+  except commands.CommandError as e:
     sys.exit(f"sweep: error: {e}")
   if not execute:
-    for command in commands:
+    for command in argvs:
       print(shlex.join(command))
     return 0
-  sys.exit(run_commands(commands))
+  sys.exit(run_commands(argvs))
 
 
 if __name__ == "__main__":

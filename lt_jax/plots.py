@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+  """Lays out ``fig``, writes it to ``path`` (PNG, 120 dpi) and closes it; returns ``path``."""
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -24,7 +25,7 @@ def label_histogram(counts, class_names, path: str, title: str = "training label
   ax.set_xticks(range(len(counts)), class_names, rotation=90, fontsize=7)
   ax.set_ylabel("images")
   ax.set_title(title)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def per_class_recall(recall, class_names, path: str, title: str = "per-class recall") -> str:
@@ -36,7 +37,7 @@ def per_class_recall(recall, class_names, path: str, title: str = "per-class rec
   ax.set_xticks(range(len(recall)), class_names, rotation=90, fontsize=7)
   ax.set_ylabel("recall %")
   ax.set_title(title)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def confusion_matrix(confusion, class_names, path: str) -> str:
@@ -52,7 +53,7 @@ def confusion_matrix(confusion, class_names, path: str) -> str:
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")
   fig.colorbar(image, ax=ax)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def learning_curves(train_records, eval_records, path: str) -> str:
@@ -64,7 +65,7 @@ def learning_curves(train_records, eval_records, path: str) -> str:
   right.plot([r["epoch"] for r in eval_records], [r["top1_error"] for r in eval_records], "o-")
   right.set_xlabel("epoch")
   right.set_ylabel("test top-1 error %")
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def write_all(workdir: str, class_names, train_counts, final_eval, train_records, eval_records):
@@ -97,4 +98,4 @@ def modulation_tsne(modulation, labels, class_names, path: str, title: str = "")
   if len(class_names) <= 20 and "points" in locals():
     fig.legend(points.legend_elements()[0], class_names, loc="center right", fontsize=7)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  return _save(fig, path)
+  return save_figure(fig, path)

@@ -12,6 +12,7 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
+from launch import commands
 from launch import sweep
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -107,13 +108,13 @@ def test_shell_parses_printed_command_like_python():
 
 
 def test_format_value_round_trips():
-  assert sweep.format_value(("block1",)) == '("block1",)'
-  assert sweep.format_value(("a", "b")) == '("a","b")'
-  assert sweep.format_value(True) == "True"
-  assert sweep.format_value(0.1) == "0.1"
-  assert sweep.format_value(1e-05) == "1e-05"
-  assert sweep.format_value((160, 180)) == "(160,180)"
-  assert sweep.format_value("it's") == "it's"
+  assert commands.format_value(("block1",)) == '("block1",)'
+  assert commands.format_value(("a", "b")) == '("a","b")'
+  assert commands.format_value(True) == "True"
+  assert commands.format_value(0.1) == "0.1"
+  assert commands.format_value(1e-05) == "1e-05"
+  assert commands.format_value((160, 180)) == "(160,180)"
+  assert commands.format_value("it's") == "it's"
 
 
 def test_values_of_several_types(tmp_path):
@@ -135,7 +136,7 @@ def test_unknown_key_fails_naming_key_and_file(tmp_path):
         add(**{"mfm.points": ("block1",)})
         add(**{"mfm.pointz": ("block2",)})
       """)
-  with pytest.raises(sweep.SweepError, match=r"cfg\.py.*'mfm\.pointz'"):
+  with pytest.raises(commands.CommandError, match=r"cfg\.py.*'mfm\.pointz'"):
     sweep.sweep_commands(path, "w")
 
 
@@ -144,7 +145,7 @@ def test_wrong_type_fails(tmp_path):
       def sweep(add):
         add(**{"mfm.zero_beta": "yes"})
       """)
-  with pytest.raises(sweep.SweepError, match="mfm.zero_beta"):
+  with pytest.raises(commands.CommandError, match="mfm.zero_beta"):
     sweep.sweep_commands(path, "w")
 
 
@@ -154,21 +155,21 @@ def test_duplicate_rows_fail(tmp_path):
         add(**{"seed": 1})
         add(**{"seed": 1})
       """)
-  with pytest.raises(sweep.SweepError, match="same name"):
+  with pytest.raises(commands.CommandError, match="same name"):
     sweep.sweep_commands(path, "w")
 
 
 def test_config_without_sweep_fails():
-  with pytest.raises(sweep.SweepError, match="ce_cifar.py defines no sweep"):
+  with pytest.raises(commands.CommandError, match="ce_cifar.py defines no sweep"):
     sweep.sweep_commands("configs/ce_cifar.py", "w")
 
 
 def test_bad_extra_and_launcher_fail():
-  with pytest.raises(sweep.SweepError, match="'sed'"):
+  with pytest.raises(commands.CommandError, match="'sed'"):
     sweep.sweep_commands("configs/mfm_fmnist.py", "w", extra=["--config.sed=1"])
-  with pytest.raises(sweep.SweepError, match="--workdir"):
+  with pytest.raises(commands.CommandError, match="--workdir"):
     sweep.sweep_commands("configs/mfm_fmnist.py", "w", extra=["--workdir=x"])
-  with pytest.raises(sweep.SweepError, match="launcher"):
+  with pytest.raises(commands.CommandError, match="launcher"):
     sweep.sweep_commands("configs/mfm_fmnist.py", "w", launcher="k8s")
 
 

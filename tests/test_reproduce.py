@@ -1,38 +1,32 @@
-"""lt_jax.reproduce: paper-number parsing, row selection, skip-complete, formatting, commands, a run."""
+"""experiments.reproduce: paper numbers, row selection, skip-complete, formatting, commands, a run."""
 
 import json
 import os
 import pathlib
+import re
 import shlex
 
 import pytest
 
+from experiments import compare
+from experiments import paper_results
+from experiments import reproduce
+from experiments import tables
+from launch import commands
 from launch import sweep
-from lt_jax import compare
-from lt_jax import paper_results
-from lt_jax import reproduce
-from lt_jax import reproduce_tables as tables_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-PAPER_FILE = next((p for p in (REPO.parent / "shared/reference/paper-results.md",
-                               pathlib.Path("/work/shared/reference/paper-results.md")) if p.is_file()),
-                  None)
-needs_paper = pytest.mark.skipif(PAPER_FILE is None, reason="../shared/reference/paper-results.md "
-                                 "is not here (it is not part of the repository)")
+PAPERS = REPO.parent / "shared" / "papers"  # the papers' text; not part of the repository
+CIFAR10 = "/data/cifar10-jpeg.zip"  # any path: nothing here reads it
+# Cells the tables ask for that the Jamal et al. slides leave empty (MW-Net IF200) or write "-".
+PAPER_GIVES_NONE = {f"jamal/{dataset}/LDAM-DRW/IF{f}" for dataset in ("CIFAR-10-LT", "CIFAR-100-LT")
+                    for f in (200, 50, 20, 1)} | {"jamal/CIFAR-10-LT/MW-Net/IF200"}
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def paper():
-  if PAPER_FILE is None:
-    pytest.skip("no paper-results.md")
-  return paper_results.load(str(PAPER_FILE))
 
 
 # ------------------------------------------------------------------------------- paper numbers
 
 
-@needs_paper
 @pytest.mark.parametrize("key,value,std,metric", [
     ("mfm/table1/BaseModel (CE)/C10 IF100", 26.90, None, "error"),
     ("mfm/table1/MFM (development)/C100 IF10", 39.48, None, "error"),
@@ -47,68 +41,43 @@ def paper():
     ("mfm/table6/gamma := 1", 23.24, None, "error"),
     ("jamal/CIFAR-10-LT/ours+LDAM/IF200", 22.77, None, "error"),
     ("jamal/CIFAR-10-LT/MW-Net/IF100", 26.43, None, "error"),
+    ("jamal/CIFAR-10-LT/CE/IF1", 7.53, None, "error"),  # the slides: "7.53/7.11*"
     ("jamal/CIFAR-100-LT/CE/IF1", 29.50, None, "error"),
-    ("fsa/CIFAR-10-LT/ResNet-18/FSA/IF100", 80.57, None, "accuracy"),
-    ("fsa/CIFAR-10-LT/ResNet-34/baseline/IF200", 71.42, None, "accuracy"),
-    ("fsa/CIFAR-100-LT/ResNet-34/FSA/IF10", 65.29, None, "accuracy"),
+    ("fsa/table1/FSA/ResNet-18 IF100", 80.57, None, "accuracy"),
+    ("fsa/table1/baseline/ResNet-34 IF200", 71.42, None, "accuracy"),
+    ("fsa/table2/FSA/ResNet-34 IF10", 65.29, None, "accuracy"),
 ])
-def test_known_paper_values(paper, key, value, std, metric):
-  got = paper[key]
+def test_known_paper_values(key, value, std, metric):
+  got = paper_results.load()[key]
   assert (got.value, got.std, got.metric) == (value, std, metric)
-  line = PAPER_FILE.read_text().splitlines()[got.line - 1]
-  assert got.text.split("+-")[0] in line  # the line it says it came from holds the number
 
 
-@needs_paper
-def test_dash_cells_are_absent_and_accuracy_shown_as_error(paper):
-  assert "jamal/CIFAR-10-LT/MW-Net/IF200" not in paper  # written "-"
-  assert "jamal/CIFAR-10-LT/LDAM-DRW/IF50" not in paper
-  fsa = paper["fsa/CIFAR-10-LT/ResNet-34/FSA/IF10"]  # accuracy 91.2
-  assert fsa.as_error() == pytest.approx(8.8)
-  assert fsa.display() == "8.8 (acc 91.2)"
-  assert paper["mfm/table3/C->F/IF100"].display() == "12.79 +- 0.35"
+@pytest.mark.skipif(not PAPERS.is_dir(), reason=f"{PAPERS} (the papers' text) is not here")
+def test_every_number_stands_on_its_cited_line_in_table_order():
+  cited = {}  # (paper, line) -> the numbers citing it, in CSV order
+  for key, value in paper_results.load().items():
+    line = int(re.search(r"\bline (\d+)\b", value.location).group(1))
+    cited.setdefault((key.split("/")[0], line), []).extend(value.text.split("+-"))
+  for (paper, line), numbers in cited.items():
+    text = (PAPERS / paper_results.PAPERS[paper][0]).read_text().splitlines()[line - 1]
+    found = iter(re.findall(r"\d+(?:\.\d+)?", text))
+    assert all(n in found for n in numbers), (paper, line, numbers, text)  # a subsequence
 
 
-@needs_paper
-def test_every_row_key_resolves_except_the_papers_dashes(paper):
-  text = PAPER_FILE.read_text()
-  unresolved = {key for name in tables_lib.TABLES for row in tables_lib.get_table(name).rows
-                for key in row.paper if key not in paper}
-  assert unresolved  # the Jamal table has "-" cells
-  for key in unresolved:  # each is a "-" of a Jamal slash list, not a typo in a row definition
-    assert key.startswith("jamal/"), key
-    row_prefix = key.rsplit("/", 1)[0] + "/"
-    assert any(k.startswith(row_prefix) for k in paper), key  # the row exists, only this cell not
-    assert f"{key.split('/')[2]} -/" in text or "/-/" in text, key
+def test_every_row_key_is_in_the_data_except_cells_the_paper_leaves_empty():
+  values = paper_results.load()
+  wanted = {key for name in tables.TABLES for row in tables.get_table(name).rows for key in row.paper}
+  assert wanted - set(values) == PAPER_GIVES_NONE
+  assert all(key.rsplit("/", 1)[0] + "/IF100" in values for key in PAPER_GIVES_NONE)  # row exists
 
 
-def test_parse_synthetic_file():
-  text = "\n".join([
-      "# title", "", "## 1. Meta Feature Modulator (MFM), Wang et al.", "",
-      "Table 1 (error %):", "", "| method | C10 IF100 | C10 IF50 |", "|---|---|---|",
-      "| CE | 26.90 | 1.5+-0.25 |", "",
-      "Table 2, ablation (error %): Base 26.90; modulate X (a, b) 19.5, Y 3.", "",
-      "## 3. Class-balanced meta re-weighting (Jamal et al.)", "",
-      "CIFAR-10-LT (IF 200/100): CE 34.32/-; ours 29.34/23.59.",
-      "CIFAR-100-LT: CE 65.16/61.68. ImageNet-LT top-1 error: CE 74.74, ours 70.10.",
-  ])
-  values = paper_results.parse(text)
-  assert values["mfm/table1/CE/C10 IF100"].value == 26.90
-  assert (values["mfm/table1/CE/C10 IF50"].value, values["mfm/table1/CE/C10 IF50"].std) == (1.5, 0.25)
-  assert values["mfm/table2/modulate X (a, b)"].value == 19.5
-  assert values["mfm/table2/Y"].text == "3"
-  assert values["jamal/CIFAR-10-LT/ours/IF100"].value == 23.59
-  assert "jamal/CIFAR-10-LT/CE/IF100" not in values
-  assert values["jamal/CIFAR-100-LT/CE/IF200"].value == 65.16  # IF list inherited
-  assert values["jamal/CIFAR-10-LT/CE/IF200"].line == 15
-  assert not any("ImageNet" in k for k in values)
-  with pytest.raises(paper_results.PaperResultsError, match="keys under 'mfm/table1'"):
-    paper_results.lookup(values, "mfm/table1/nope")
-
-
-def test_missing_paper_file_is_a_clear_error(tmp_path):
-  with pytest.raises(paper_results.PaperResultsError, match="not found"):
-    paper_results.load(str(tmp_path / "absent.md"))
+def test_display_and_bad_data(tmp_path):
+  values = paper_results.load()
+  assert values["fsa/table1/FSA/ResNet-34 IF10"].display() == "8.8 (acc 91.2)"
+  assert values["mfm/table3/C->F/IF100"].display() == "12.79 +- 0.35"
+  (tmp_path / "mfm.csv").write_text("table,row,column,value,location\nt,r,c,12.5%,Table 1, line 3\n")
+  with pytest.raises(ValueError, match=r"mfm\.csv:2: expected .*MEAN\+-STD"):
+    paper_results.load(tmp_path)
 
 
 # ----------------------------------------------------------------------------------- statistics
@@ -129,11 +98,11 @@ def test_mean_std_formatting():
 
 def test_unknown_table_lists_known_ones():
   with pytest.raises(ValueError, match="known tables: mfm_table1, .*baselines"):
-    tables_lib.get_table("table9")
+    tables.get_table("table9")
 
 
 def test_select_rows_default_all_patterns_and_errors():
-  table = tables_lib.get_table("mfm_table1")
+  table = tables.get_table("mfm_table1")
   default = reproduce.select_rows(table)
   assert default and not any(row.optional for row in default)
   assert all("-c10-" in row.name for row in default)
@@ -146,7 +115,7 @@ def test_select_rows_default_all_patterns_and_errors():
 
 
 def test_dependencies_are_added_and_run_first():
-  table = tables_lib.get_table("mfm_table3")
+  table = tables.get_table("mfm_table3")
   picked = [row.name for row in reproduce.select_rows(table, "c-from-f-if50,f-from-c-if10")]
   assert picked == ["src-c-if200", "src-f-if200", "c-from-f-if50", "f-from-c-if10"]  # table order
   for row in reproduce.select_rows(table):
@@ -154,23 +123,23 @@ def test_dependencies_are_added_and_run_first():
 
 
 def test_a_needed_row_listed_later_still_runs_first(monkeypatch):
-  late = tables_lib.Row("src", "source", "x", "configs/mfm_cifar_dev.py", ())
-  user = tables_lib.Row("use", "user", "x", "configs/mfm_cifar_dev.py",
+  late = tables.Row("src", "source", "x", "configs/mfm_cifar_dev.py", ())
+  user = tables.Row("use", "user", "x", "configs/mfm_cifar_dev.py",
                         (("mfm.load_modulator", "{workdir:src}"),))
-  other = tables_lib.Row("other", "other", "x", "configs/ce_cifar.py", (), optional=True)
+  other = tables.Row("other", "other", "x", "configs/ce_cifar.py", (), optional=True)
   table = fake_table(monkeypatch, [user, other, late])
   assert user.needs == ("src",)
   assert [r.name for r in reproduce.select_rows(table, "use")] == ["src", "use"]
   assert [r.name for r in reproduce.select_rows(table)] == ["src", "use"]
-  assert tables_lib.resolve_refs("{workdir:src}/x", lambda n: f"/r/{n}/seed0") == "/r/src/seed0/x"
-  broken = tables_lib.Table("bad", "bad", "", (user,))
-  monkeypatch.setitem(tables_lib.TABLES, "bad", lambda: broken)
+  assert tables.resolve_refs("{workdir:src}/x", lambda n: f"/r/{n}/seed0") == "/r/src/seed0/x"
+  broken = tables.Table("bad", "bad", "", (user,))
+  monkeypatch.setitem(tables.TABLES, "bad", lambda: broken)
   with pytest.raises(ValueError, match=r"needs rows \['src'\]"):
-    tables_lib.get_table("bad")
+    tables.get_table("bad")
 
 
 def test_table2_rows_come_from_the_sweep():
-  table = tables_lib.get_table("mfm_table2")
+  table = tables.get_table("mfm_table2")
   swept = [name for name, _ in sweep.sweep_rows("configs/mfm_cifar_dev.py")]
   assert [row.name for row in table.rows] == ["ce", *swept]
   assert all(row.paper for row in table.rows)  # every sweep row has its Table 2 label
@@ -180,20 +149,32 @@ def test_table2_rows_come_from_the_sweep():
 
 
 def test_dry_run_commands(tmp_path, capsys):
-  opts = reproduce.Options(str(tmp_path), "baselines")
+  opts = reproduce.Options(str(tmp_path), "baselines", cifar10_path=CIFAR10)
   assert reproduce.reproduce("baselines", opts, rows="ce-c10-if100", seeds=2, dry_run=True) == 0
   lines = capsys.readouterr().out.splitlines()
   workdir = tmp_path / "baselines" / "ce-c10-if100"
   assert lines == [shlex.join([
       "python", "-m", "lt_jax.main", "--config=configs/ce_cifar.py", f"--workdir={workdir}/seed{k}",
       "--config.dataset.name=cifar10", "--config.dataset.source=folder",
-      "--config.dataset.path=../shared/data/cifar10-jpeg.zip", "--config.dataset.imbalance=100.0",
+      f"--config.dataset.path={CIFAR10}", "--config.dataset.imbalance=100.0",
       f"--config.seed={k}"]) for k in (0, 1)]
   assert not (tmp_path / "baselines").exists()  # a dry run writes nothing
 
 
+def test_cifar10_rows_need_the_flag(tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv(reproduce.CIFAR10_ENV, raising=False)
+  assert reproduce.main(["baselines", "--dry_run", f"--workdir={tmp_path}"]) == 2
+  assert "CIFAR-10 rows need --cifar10=PATH" in capsys.readouterr().err
+  assert reproduce.main(["mfm_table6", "--dry_run", f"--workdir={tmp_path}"]) == 0  # Fashion-MNIST
+  assert reproduce.main(["baselines", "--dry_run", "--cifar10=tfds", "--rows=ce-c10-if10"]) == 0
+  assert "--config.dataset.source=tfds" in capsys.readouterr().out
+  monkeypatch.setenv(reproduce.CIFAR10_ENV, CIFAR10)
+  assert reproduce.main(["baselines", "--dry_run", "--rows=ce-c10-if10"]) == 0
+  assert f"--config.dataset.path={CIFAR10}" in capsys.readouterr().out
+
+
 def test_smoke_commands_keep_digits_and_cap_imbalance(tmp_path):
-  table = tables_lib.get_table("mfm_table3")
+  table = tables.get_table("mfm_table3")
   row = next(r for r in table.rows if r.name == "c-from-f-if100")
   opts = reproduce.Options(str(tmp_path), "mfm_table3", smoke=True, extra=("train.epochs=1",))
   args = reproduce.trainer_args(row, 1, opts)
@@ -204,23 +185,24 @@ def test_smoke_commands_keep_digits_and_cap_imbalance(tmp_path):
   assert (config.dataset.source, config.dataset.imbalance, config.seed) == ("digits", 10.0, 1)
   assert config.train.epochs == 1
   with pytest.raises(reproduce.ReproduceError, match="FIELD=VALUE"):
-    reproduce.trainer_args(row, 0, reproduce.Options(str(tmp_path), "t", extra=("epochs",)))
+    reproduce.trainer_args(row, 0, reproduce.Options(str(tmp_path), "t", extra=("epochs",),
+                                                         cifar10_path=CIFAR10))
 
 
-@pytest.mark.parametrize("name", list(tables_lib.TABLES))
+@pytest.mark.parametrize("name", list(tables.TABLES))
 def test_every_row_parses_at_smoke_and_full_scale(tmp_path, name):
-  table = tables_lib.get_table(name)
+  table = tables.get_table(name)
   for smoke in (False, True):
-    opts = reproduce.Options(str(tmp_path), name, smoke=smoke)
+    opts = reproduce.Options(str(tmp_path), name, smoke=smoke, cifar10_path=CIFAR10)
     for row in table.rows:
       if not reproduce.config_missing(row):
         config = reproduce.parse_config(reproduce.trainer_args(row, 0, opts))
         assert config.dataset.source == ("digits" if smoke else
                                          {"cifar10": "folder"}.get(row.data, "tfds")), row.name
         for key, value in row.overrides:
-          value = tables_lib.resolve_refs(value, lambda n: f"{tmp_path}/{name}/{n}/seed0")
+          value = tables.resolve_refs(value, lambda n: f"{tmp_path}/{name}/{n}/seed0")
           if key != "dataset.imbalance" or not smoke:
-            assert sweep._get(config, key) == value, (name, row.name, key)  # pylint: disable=protected-access
+            assert commands.get(config, key) == value, (name, row.name, key)
 
 
 # ------------------------------------------------------------------------- skip-complete logic
@@ -262,26 +244,25 @@ def no_training(monkeypatch):
 
 
 def fake_table(monkeypatch, rows):
-  table = tables_lib.Table("fake", "A fake table", "nowhere", tuple(rows))
-  monkeypatch.setitem(tables_lib.TABLES, "fake", lambda: table)
-  tables_lib.get_table.cache_clear()
+  table = tables.Table("fake", "A fake table", "nowhere", tuple(rows))
+  monkeypatch.setitem(tables.TABLES, "fake", lambda: table)
+  tables.get_table.cache_clear()
   return table
 
 
-@needs_paper
 def test_complete_seeds_are_skipped_and_reported(tmp_path, monkeypatch, no_training):
-  rows = [tables_lib.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (("dataset.imbalance", 100.0),),
+  rows = [tables.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (("dataset.imbalance", 100.0),),
                          paper=("mfm/table1/BaseModel (CE)/C10 IF100",)),
-          tables_lib.Row("focal", "focal", "C10 IF100", "configs/focal_cifar.py", (),
+          tables.Row("focal", "focal", "C10 IF100", "configs/focal_cifar.py", (),
                          paper=("mfm/table1/Focal/C10 IF100", "jamal/CIFAR-10-LT/focal/IF100")),
-          tables_lib.Row("ghost", "ghost", "x", "configs/does_not_exist.py", (), paper=())]
+          tables.Row("ghost", "ghost", "x", "configs/does_not_exist.py", (), paper=())]
   fake_table(monkeypatch, rows)
-  opts = reproduce.Options(str(tmp_path), "fake")
+  opts = reproduce.Options(str(tmp_path), "fake", cifar10_path=CIFAR10)
   for seed, (final, best) in enumerate([(30.0, 29.0), (32.0, 30.0), (34.0, 31.0)]):
     args = reproduce.trainer_args(rows[0], seed, opts)
     config = reproduce.parse_config(args).to_dict()
     fake_run(reproduce.workdir_of(str(tmp_path), "fake", "ce", seed), config, final, best)
-  status = reproduce.reproduce("fake", opts, seeds=3, paper_file=str(PAPER_FILE))
+  status = reproduce.reproduce("fake", opts, seeds=3)
   assert status == 0
   ran = [os.path.relpath(w, tmp_path) for w in no_training]
   assert ran == [f"fake/focal/seed{k}" for k in range(3)]  # ce complete, ghost has no config
@@ -297,15 +278,14 @@ def test_complete_seeds_are_skipped_and_reported(tmp_path, monkeypatch, no_train
   assert "NOT comparable" not in text
 
 
-@needs_paper
 def test_mismatched_workdir_is_not_trained_on(tmp_path, monkeypatch, no_training):
-  rows = [tables_lib.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (("dataset.imbalance", 100.0),))]
+  rows = [tables.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (("dataset.imbalance", 100.0),))]
   fake_table(monkeypatch, rows)
-  opts = reproduce.Options(str(tmp_path), "fake")
+  opts = reproduce.Options(str(tmp_path), "fake", cifar10_path=CIFAR10)
   config = reproduce.parse_config(reproduce.trainer_args(rows[0], 0, opts)).to_dict()
   config["optim"]["lr"] = 0.5
   fake_run(reproduce.workdir_of(str(tmp_path), "fake", "ce", 0), config, 20.0, 19.0)
-  reproduce.reproduce("fake", opts, seeds=1, paper_file=str(PAPER_FILE))
+  reproduce.reproduce("fake", opts, seeds=1)
   assert not no_training
   text = (tmp_path / "fake" / "results.md").read_text()
   assert "workdir holds another config (optim.lr: 0.5 != 0.1)" in text
@@ -315,14 +295,13 @@ def test_mismatched_workdir_is_not_trained_on(tmp_path, monkeypatch, no_training
 # ------------------------------------------------------------------------------------ real run
 
 
-@needs_paper
 def test_tiny_real_run_then_skip_then_compare(tmp_path, monkeypatch, capsys):
-  rows = [tables_lib.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (("dataset.imbalance", 100.0),),
+  rows = [tables.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (("dataset.imbalance", 100.0),),
                          paper=("mfm/table1/BaseModel (CE)/C10 IF100",))]
   fake_table(monkeypatch, rows)
   root = str(tmp_path)
   argv = ["fake", f"--workdir={root}", "--smoke", "--seeds=1", "--set=train.epochs=1",
-          "--set=train.plots=False", f"--paper_results={PAPER_FILE}"]
+          "--set=train.plots=False"]
   assert reproduce.main(argv) == 0
   workdir = tmp_path / "fake" / "ce" / "seed0"
   summary = json.loads((workdir / "summary.json").read_text())
@@ -346,8 +325,8 @@ def test_tiny_real_run_then_skip_then_compare(tmp_path, monkeypatch, capsys):
 
 def test_a_replicas_run_counts_each_replica(tmp_path):
   """``--set=replicas=3 --seeds=1``: one program, three models, mean +- std over them."""
-  row = tables_lib.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (), paper=())
-  opts = reproduce.Options(str(tmp_path), "fake")
+  row = tables.Row("ce", "CE", "C10 IF100", "configs/ce_cifar.py", (), paper=())
+  opts = reproduce.Options(str(tmp_path), "fake", cifar10_path=CIFAR10)
   workdir = reproduce.workdir_of(str(tmp_path), "fake", "ce", 0)
   fake_run(workdir, {"seed": 0}, 0.0, 0.0)
   replicas = [{"final_top1_error": e, "best_top1_error": e - 1, "final_epoch": 3} for e in (30.0, 32.0, 34.0)]

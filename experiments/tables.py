@@ -1,11 +1,12 @@
 """The papers' tables as data: for each table, its rows as (name, config file, overrides, paper key).
 
-One place lists what ``python -m lt_jax.reproduce TABLE`` runs. A ``Row`` names a config file in
-``configs/``, the ``--config.*`` overrides that make it this row (imbalance factor, method switch,
+One place lists what ``python -m experiments.reproduce TABLE`` runs. A ``Row`` names a config file
+in ``configs/``, the ``--config.*`` overrides that make it this row (imbalance factor, method switch,
 test set, ...), the kind of data it reads (``data``: the runner adds the data-source overrides, e.g.
-the shared JPEG copy of CIFAR-10) and the keys of its published numbers in ``paper-results.md``
-(``lt_jax.paper_results``). Rows may refer to another row's workdir with ``{workdir:ROW}`` in an
-override value (MFM Table 3: a frozen modulator learned by a source run); ``needs`` lists them.
+a folder copy of CIFAR-10) and the keys of its published numbers in
+``experiments/paper_numbers/*.csv`` (``experiments.paper_results``). Rows may refer to another row's
+workdir with ``{workdir:ROW}`` in an override value (MFM Table 3: a frozen modulator learned by a
+source run); ``needs`` lists them.
 
 Rows marked ``optional`` (CIFAR-100, which needs the TFDS data; ResNet-34 FSA) run only when
 ``--rows`` names them or says ``all``. Paper numbers are never written here, only their keys.
@@ -15,6 +16,8 @@ import dataclasses
 import functools
 import re
 from typing import Any, Callable
+
+from launch import sweep
 
 CIFAR10 = "cifar10"
 CIFAR100 = "cifar100"
@@ -32,7 +35,7 @@ class Row:
   config: str  # config file, relative to the repository root
   overrides: tuple[tuple[str, Any], ...] = ()  # ((config field, value), ...), in order
   data: str = CIFAR10  # which data-source overrides the runner adds (not in --smoke)
-  paper: tuple[str, ...] = ()  # keys into lt_jax.paper_results
+  paper: tuple[str, ...] = ()  # keys into experiments.paper_results.load()
   optional: bool = False  # only run when --rows names it (or --rows=all)
   note: str = ""
 
@@ -51,7 +54,7 @@ class Table:
   """A paper table: its title, where the published numbers are, notes, rows."""
   name: str
   title: str
-  source: str  # where in paper-results.md
+  source: str  # where in the papers
   rows: tuple[Row, ...]
   notes: tuple[str, ...] = ()
   compare: bool = False  # write per-class recall / confusion comparison plots
@@ -98,8 +101,7 @@ def mfm_table1() -> Table:
         column = f"{short} IF{imbalance}"
         rows.append(Row(f"{slug}-{slug_data}-if{imbalance}", label, column, config, _imb(imbalance),
                         data, (f"mfm/table1/{label}/{column}",), optional=data == CIFAR100))
-  return Table("mfm_table1", "MFM Table 1: CIFAR-LT, ResNet-32, top-1 error (%)", "paper-results.md §1 "
-               "Table 1", tuple(rows), notes=(
+  return Table("mfm_table1", "MFM Table 1: CIFAR-LT, ResNet-32, top-1 error (%)", "MFM Table 1", tuple(rows), notes=(
                    "CIFAR-100 rows are optional (TFDS `cifar100`; no local copy): `--rows=all` or "
                    "name them. Their configs keep the CIFAR-10 normalisation constants.",))
 
@@ -117,7 +119,6 @@ _T2_SWEEP_LABELS = {  # launch.sweep row name of configs/mfm_cifar_dev.py -> Tab
 def _sweep_rows(config: str, labels: dict[str, str], table: str, setting: str,
                 data: str) -> list[Row]:
   """The rows of a config's ``sweep(add)`` (reusing launch.sweep), labelled from ``labels``."""
-  from launch import sweep  # pylint: disable=g-import-not-at-top  (imports the config file)
   rows = []
   for name, overrides in sweep.sweep_rows(config):
     label = labels.get(name)
@@ -132,7 +133,7 @@ def mfm_table2() -> Table:
   rows = [base, *_sweep_rows("configs/mfm_cifar_dev.py", _T2_SWEEP_LABELS, "table2", "C10 IF100",
                              CIFAR10)]
   return Table("mfm_table2", "MFM Table 2: ablations on CIFAR-10-LT IF 100 (development meta data)",
-               "paper-results.md §1 Table 2", tuple(rows), notes=(
+               "MFM Table 2", tuple(rows), notes=(
                    "Rows come from `sweep()` in configs/mfm_cifar_dev.py (launch/sweep.py names them).",))
 
 
@@ -164,7 +165,7 @@ def mfm_table3() -> Table:
             _imb(imbalance) + load_f, CIFAR10, (f"mfm/table3/F->C/{column}",)),
     ]
   return Table("mfm_table3", "MFM Table 3: modulator transfer (ResNet-32; learned at IF 200, frozen)",
-               "paper-results.md §1 Table 3", tuple(rows), notes=(
+               "MFM Table 3", tuple(rows), notes=(
                    "Seed k of a transfer row loads the modulator of seed k of its source row "
                    "(`mfm.load_modulator=ROOT/mfm_table3/src-*/seed{k}`); sources run first.",
                    "F = Fashion-MNIST-LT with ResNet-32 modulating block3 (configs/mfm_fmnist_r32.py: "
@@ -183,7 +184,7 @@ def mfm_table5() -> Table:
         rows.append(Row(f"{slug}-{test}-if{imbalance}", label, column, config, overrides, CIFAR10,
                         (f"mfm/table5/{label}/{column}",)))
   return Table("mfm_table5", "MFM Table 5: imbalanced test sets (train C10-LT at IF, test IF 10)",
-               "paper-results.md §1 Table 5", tuple(rows), notes=(
+               "MFM Table 5 (appendix C)", tuple(rows), notes=(
                    "MFM rows use the development meta data (configs/mfm_cifar_dev.py); the paper "
                    "does not say which.",))
 
@@ -205,7 +206,7 @@ def mfm_table6() -> Table:
   rows = [base, *_sweep_rows("configs/mfm_fmnist.py", _T6_SWEEP_LABELS, "table6", "F IF1000",
                              FASHION_MNIST)]
   return Table("mfm_table6", "MFM Table 6: Fashion-MNIST-LT IF 1000, modified LeNet",
-               "paper-results.md §1 Table 6", tuple(rows), notes=(
+               "MFM Table 6 (appendix C.3)", tuple(rows), notes=(
                    "Rows come from `sweep()` in configs/mfm_fmnist.py; TFDS `fashion_mnist`.",))
 
 
@@ -237,7 +238,7 @@ def jamal_cifar10() -> Table:
                         config, overrides + _imb(imbalance), data,
                         (f"jamal/{dataset}/{label}/IF{imbalance}",), optional=data == CIFAR100))
   return Table("jamal_cifar10", "Jamal et al. (class-balanced meta re-weighting): CIFAR-LT, top-1 "
-               "error (%)", "paper-results.md §3", tuple(rows), notes=(
+               "error (%)", "Jamal et al. slides, CIFAR-LT-10 / -100 classification error", tuple(rows), notes=(
                    "Baselines (CE, CB-CE, focal, CB-focal, LDAM-DRW) use the LDAM-DRW repo recipe of "
                    "configs/ce_cifar.py (that of Cui et al., whose numbers the paper quotes); the "
                    "'ours+' rows use the official Jamal recipe (configs/cbmeta_*.py).",
@@ -254,12 +255,13 @@ _FSA_MODELS = (  # (slug, config, model in the paper's heading or None)
 )
 
 
-def _fsa_pair(slug, config, model, data, dataset, imbalance, optional) -> list[Row]:
+def _fsa_pair(slug, config, model, data, imbalance, optional) -> list[Row]:
   """Phase I alone (the paper's baseline: its config with method=erm) and FSA reusing it."""
   tag = "c10" if data == CIFAR10 else "c100"
   column = f"{tag.upper()} IF{imbalance}"
   base_name = f"ce_{slug}-{tag}-if{imbalance}"
-  key = f"fsa/{dataset}/{model}/{{}}/IF{imbalance}" if model else None
+  table = "table1" if data == CIFAR10 else "table2"  # the paper's CIFAR-10 and CIFAR-100 tables
+  key = f"fsa/{table}/{{}}/{model} IF{imbalance}" if model else None
   label = model or "ResNet-32"
   return [
       Row(base_name, f"baseline (phase I, {label})", column, config,
@@ -275,12 +277,12 @@ def fsa_cifar10() -> Table:
   rows = []
   for imbalance in (10, 20, 50, 100, 200):
     for slug, config, model in _FSA_MODELS:
-      rows += _fsa_pair(slug, config, model, CIFAR10, "CIFAR-10-LT", imbalance, False)
+      rows += _fsa_pair(slug, config, model, CIFAR10, imbalance, False)
   for imbalance in (10, 20, 50, 100, 200):
     for slug, config, model in _FSA_MODELS[::2]:
-      rows += _fsa_pair(slug, config, model, CIFAR100, "CIFAR-100-LT", imbalance, True)
+      rows += _fsa_pair(slug, config, model, CIFAR100, imbalance, True)
   return Table("fsa_cifar10", "FSA (Chu et al.): CIFAR-LT; the paper reports accuracy, shown as "
-               "error = 100 - accuracy", "paper-results.md §2", tuple(rows), notes=(
+               "error = 100 - accuracy", "FSA Tables 1 and 2", tuple(rows), notes=(
                    "The baseline row of each pair is the FSA config's phase I run alone "
                    "(`method=erm`: 300 epochs, lr x0.1 at 150); the FSA row fine-tunes on it "
                    "(`fsa.phase1_workdir`), so phase I is trained once per seed.",
@@ -307,7 +309,7 @@ def baselines() -> Table:
       rows.append(Row(f"{slug}-c10-if{imbalance}", label, f"C10 IF{imbalance}", config,
                       _imb(imbalance), CIFAR10, keys))
   return Table("baselines", "Baselines the papers compare with: CIFAR-10-LT, ResNet-32",
-               "paper-results.md §1 Table 1 and §3", tuple(rows), notes=(
+               "MFM Table 1 and Jamal et al. slides", tuple(rows), notes=(
                    "Where both papers give a number, both are shown ([MFM] / [Jamal]).",))
 
 
@@ -329,8 +331,8 @@ def competitors() -> Table:
     for label, slug, config in decoupled:
       rows.append(Row(f"{slug}-c10-if{imbalance}", label, column, config,
                       _imb(imbalance) + (("decouple.phase1_workdir", f"{{workdir:{base}}}"),), CIFAR10))
-  return Table("competitors", "Other long-tailed methods on CIFAR-10-LT", "paper-results.md §1 "
-               "Table 1 (CE and BBN; the others have no number there)", tuple(rows), notes=(
+  return Table("competitors", "Other long-tailed methods on CIFAR-10-LT", "MFM Table 1 (CE and "
+               "BBN; the others have no number there)", tuple(rows), notes=(
                    "cRT, tau-norm and LWS re-use the CE row of the same seed as their phase I "
                    "(`decouple.phase1_workdir`).",))
 
@@ -344,10 +346,10 @@ def if100_compare() -> Table:
       Row("cbmeta", "class-balanced meta (ours+CE)", "C10 IF100", "configs/cbmeta_cifar.py", _imb(100),
           CIFAR10, ("jamal/CIFAR-10-LT/ours+CE/IF100",)),
       Row("fsa_r18", "FSA (ResNet-18)", "C10 IF100", "configs/fsa_cifar_r18.py", _imb(100), CIFAR10,
-          ("fsa/CIFAR-10-LT/ResNet-18/FSA/IF100",)),
+          ("fsa/table1/FSA/ResNet-18 IF100",)),
   )
   return Table("if100_compare", "CE vs MFM vs class-balanced meta vs FSA, CIFAR-10-LT IF 100",
-               "paper-results.md §1-§3", rows, compare=True, notes=(
+               "MFM Table 1, Jamal et al. slides, FSA Table 1", rows, compare=True, notes=(
                    "Per-class recall and confusion matrices of seed 0 of each row: compare/*.png.",))
 
 

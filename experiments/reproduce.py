@@ -1,22 +1,24 @@
-"""Reproduce a paper table: ``python -m lt_jax.reproduce TABLE [--workdir=ROOT] [--rows=..] [--seeds=N]``.
+"""Reproduces a paper table: ``python -m experiments.reproduce TABLE [--flags]``.
 
-For each selected row of TABLE (``lt_jax.reproduce_tables``) and each seed k < N, trains the row's
+For each selected row of TABLE (``experiments.tables``) and each seed k < N, trains the row's
 config in ``ROOT/TABLE/ROW/seed{k}`` with ``--config.seed=k`` (``dataset.seed`` stays at the
 config's value, so every seed sees the same long-tailed subset), skipping row-seeds whose
 ``summary.json`` exists, then writes ``ROOT/TABLE/results.md``: our mean +- std over seeds of the
-final- and best-epoch top-1 error beside the paper's number, the data source, and the seeds.
+final- and best-epoch top-1 error beside the paper's number (``experiments.paper_results``), the
+data source, and the seeds. Rows that read CIFAR-10 need ``--cifar10=PATH`` (a folder or zip of
+``split/class/*.jpg``; or ``$LT_JAX_CIFAR10``) or ``--cifar10=tfds``, except with ``--smoke``.
 
-  python -m lt_jax.reproduce baselines --workdir=runs/reproduce --seeds=3
-  python -m lt_jax.reproduce mfm_table3 --dry_run         # the equivalent lt_jax.main commands
-  python -m lt_jax.reproduce baselines --smoke --seeds=2 --workdir=/tmp/rp   # CPU check, digits
-  python -m lt_jax.reproduce mfm_table1 --rows=ce-c10-if100,mfm_dev-c10-if100
-  python -m lt_jax.reproduce mfm_table1 --report_only     # only rewrite results.md
-  python -m lt_jax.reproduce --list                       # tables and their rows
+  python -m experiments.reproduce baselines --cifar10=PATH --workdir=runs/reproduce --seeds=3
+  python -m experiments.reproduce mfm_table6 --dry_run     # the equivalent lt_jax.main commands
+  python -m experiments.reproduce baselines --smoke --seeds=2 --workdir=/tmp/rp   # CPU check
+  python -m experiments.reproduce mfm_table1 --cifar10=tfds --rows=ce-c10-if100,mfm_dev-c10-if100
+  python -m experiments.reproduce mfm_table1 --cifar10=PATH --report_only   # rewrite results.md
+  python -m experiments.reproduce --list                   # tables and their rows
 
-Run from the repository root (config paths and the default CIFAR-10 path are relative to it).
-Each command is exactly what the in-process run trains: both go through ml_collections'
-config_flags (``launch.sweep.parse_config_flags``). A workdir whose ``config.json`` disagrees with
-the row's config is never trained on or counted (its status says so).
+Run from the repository root (relative paths are relative to it). Each command is exactly what
+the in-process run trains: both go through ml_collections' config_flags
+(``launch.commands.parse_config_flags``). A workdir whose ``config.json`` disagrees with the row's
+config is never trained on or counted (its status says so).
 """
 
 import argparse
@@ -33,11 +35,12 @@ from typing import Any, Sequence
 
 from absl import flags
 
-from lt_jax import paper_results
-from lt_jax import reproduce_tables as tables_lib
+from experiments import paper_results
+from experiments import tables
+from launch import commands
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CIFAR10 = "../shared/data/cifar10-jpeg.zip"
+CIFAR10_ENV = "LT_JAX_CIFAR10"
+TFDS = "tfds"  # --cifar10=tfds: CIFAR-10 rows read TFDS cifar10
 RESULTS_FILE = "results.md"
 RUN_RECORD = "reproduce.json"
 # Fields that do not change what a run learns or measures; ignored when comparing configs.
@@ -53,7 +56,7 @@ class ReproduceError(ValueError):
 # ------------------------------------------------------------------------------ row selection
 
 
-def select_rows(table: tables_lib.Table, spec: str = "") -> list[tables_lib.Row]:
+def select_rows(table: tables.Table, spec: str = "") -> list[tables.Row]:
   """The rows to run, dependencies first, otherwise in table order.
 
   ``spec``: "" = the non-optional rows; "all" = every row; else comma-separated row names or
@@ -104,9 +107,12 @@ def workdir_of(root: str, table: str, row: str, seed: int) -> str:
 
 def data_overrides(kind: str, cifar10_path: str) -> list[tuple[str, Any]]:
   """The dataset.* overrides for a row's data kind (full scale only)."""
-  if kind == tables_lib.CIFAR10 and cifar10_path:
-    return [("dataset.name", "cifar10"), ("dataset.source", "folder"), ("dataset.path", cifar10_path)]
-  return [("dataset.name", kind), ("dataset.source", "tfds")]
+  if kind != tables.CIFAR10 or cifar10_path == TFDS:
+    return [("dataset.name", kind), ("dataset.source", "tfds")]
+  if not cifar10_path:
+    raise ReproduceError(f"CIFAR-10 rows need --cifar10=PATH (a folder or zip of "
+                         f"split/class/*.jpg; or ${CIFAR10_ENV}=PATH) or --cifar10={TFDS}")
+  return [("dataset.name", "cifar10"), ("dataset.source", "folder"), ("dataset.path", cifar10_path)]
 
 
 def smoke_value(key: str, value: Any) -> Any:
@@ -122,17 +128,16 @@ class Options:
   root: str
   table: str
   smoke: bool = False
-  cifar10_path: str = DEFAULT_CIFAR10
+  cifar10_path: str = ""  # see data_overrides
   extra: tuple[str, ...] = ()  # "key=value" config overrides for every row (--set)
 
 
-def trainer_args(row: tables_lib.Row, seed: int, opts: Options) -> list[str]:
+def trainer_args(row: tables.Row, seed: int, opts: Options) -> list[str]:
   """The ``lt_jax.main`` arguments of one row-seed (not shell-quoted)."""
-  from launch import sweep  # pylint: disable=g-import-not-at-top
   overrides = [] if opts.smoke else data_overrides(row.data, opts.cifar10_path)
   ref = lambda name: workdir_of(opts.root, opts.table, name, seed)
   for key, value in row.overrides:
-    value = tables_lib.resolve_refs(value, ref)
+    value = tables.resolve_refs(value, ref)
     overrides.append((key, smoke_value(key, value) if opts.smoke else value))
   overrides.append(("seed", seed))
   config_arg = row.config + (":smoke" if opts.smoke else "")
@@ -143,27 +148,17 @@ def trainer_args(row: tables_lib.Row, seed: int, opts: Options) -> list[str]:
       raise ReproduceError(f"--set {item!r}: expected FIELD=VALUE, e.g. train.epochs=1")
     extra.append(f"--config.{key}={value}")
   return [f"--config={config_arg}", f"--workdir={ref(row.name)}",
-          *sweep.override_flags(dict(overrides)), *extra]
+          *commands.override_flags(dict(overrides)), *extra]
 
 
-def command(args: Sequence[str], python: str = "python") -> list[str]:
-  return [python, "-m", "lt_jax.main", *args]
-
-
-def config_missing(row: tables_lib.Row) -> bool:
-  return not os.path.isfile(os.path.join(REPO_ROOT, row.config))
+def config_missing(row: tables.Row) -> bool:
+  return not (commands.REPO_ROOT / row.config).is_file()
 
 
 def parse_config(args: Sequence[str]):
   """The config ``lt_jax.main`` would build from ``args`` (the config path made absolute)."""
-  from launch import sweep  # pylint: disable=g-import-not-at-top
-  config_arg = args[0].removeprefix("--config=")
-  path, colon, rest = config_arg.partition(":")
-  absolute = os.path.join(REPO_ROOT, path) + colon + rest
-  try:
-    return sweep.parse_config_flags(absolute, args[1:])
-  except sweep.SweepError as e:
-    raise ReproduceError(str(e)) from None
+  path, colon, rest = args[0].removeprefix("--config=").partition(":")
+  return commands.parse_config_flags(f"{commands.REPO_ROOT / path}{colon}{rest}", args[1:])
 
 
 # ------------------------------------------------------------------------------ run state
@@ -241,7 +236,7 @@ def format_mean_std(values: Sequence[float | None], decimals: int = 2) -> str:
 @dataclasses.dataclass
 class RowResult:
   """What the workdirs of one row hold."""
-  row: tables_lib.Row
+  row: tables.Row
   summaries: list[dict]  # of the complete seeds, in seed order
   seeds_complete: list[int]
   status: str
@@ -271,7 +266,7 @@ def describe_data(config: dict) -> str:
   return f"{source} {name}"
 
 
-def collect(row: tables_lib.Row, seeds: int, opts: Options, wanted: dict | None = None,
+def collect(row: tables.Row, seeds: int, opts: Options, wanted: dict | None = None,
             status: dict | None = None) -> RowResult:
   """Reads the summaries of a row's seeds (each replica of a ``replicas = R`` run is one sample).
 
@@ -311,7 +306,7 @@ def collect(row: tables_lib.Row, seeds: int, opts: Options, wanted: dict | None 
   return RowResult(row, summaries, complete, text, ", ".join(sorted(data)), seconds, sorted(devices))
 
 
-def paper_text(row: tables_lib.Row, values: dict[str, paper_results.PaperValue]) -> str:
+def paper_text(row: tables.Row, values: dict[str, paper_results.PaperValue]) -> str:
   """The row's published numbers as written (``-`` where the paper gives none)."""
   parts = []
   for key in row.paper:
@@ -329,9 +324,9 @@ def _shots(summaries: list[dict]) -> str:
   return " / ".join(groups) if summaries else "-"
 
 
-def results_markdown(table: tables_lib.Table, results: Sequence[RowResult],
+def results_markdown(table: tables.Table, results: Sequence[RowResult],
                      values: dict[str, paper_results.PaperValue], *, seeds: int, smoke: bool,
-                     cifar10_path: str, paper_file: str, command_line: str,
+                     cifar10_path: str, command_line: str,
                      plots: Sequence[str] = (), results_dir: str = ".") -> str:
   """The ``results.md`` of a table."""
   paper_header = "paper (NOT comparable: smoke)" if smoke else "paper"
@@ -343,7 +338,8 @@ def results_markdown(table: tables_lib.Table, results: Sequence[RowResult],
               ""]
   lines += [
       f"- Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by `{command_line}`.",
-      f"- Paper numbers: {table.source} (read from `{paper_file}` at run time; `-` = none given).",
+      f"- Paper numbers: {table.source}, as transcribed in `experiments/paper_numbers/` (`-` = "
+      "none given).",
       f"- Ours: top-1 error (%) on the test set, mean +- sample std over the complete seeds "
       f"(asked for {seeds}: `--config.seed=0..{seeds - 1}`, `dataset.seed` fixed, so every seed "
       "trains on the same long-tailed subset); final = last epoch, best = best epoch (selected on "
@@ -354,9 +350,12 @@ def results_markdown(table: tables_lib.Table, results: Sequence[RowResult],
   if smoke:
     lines.append("- Data: scikit-learn digits (smoke), not the paper's dataset.")
   else:
-    cifar10 = (f"CIFAR-10 rows read `dataset.source=folder dataset.path={cifar10_path}`, a JPEG "
-               "(quality 75) copy of CIFAR-10 whose errors run a few points above the original "
-               "files' (shared/data/README.md)" if cifar10_path else "CIFAR-10 rows read TFDS `cifar10`")
+    cifar10 = "CIFAR-10 rows read TFDS `cifar10`"
+    if cifar10_path not in ("", TFDS):
+      cifar10 = f"CIFAR-10 rows read `dataset.source=folder dataset.path={cifar10_path}`"
+      if "cifar10-jpeg" in cifar10_path:
+        cifar10 += (", a JPEG (quality 75) copy of CIFAR-10 whose errors run a few points above "
+                    "the original files'")
     lines.append(f"- Data: {cifar10}; CIFAR-100 and Fashion-MNIST rows read TFDS. The `data` "
                  "column says what each finished run read.")
   devices = sorted({d for r in results for d in r.devices})
@@ -381,7 +380,7 @@ def results_markdown(table: tables_lib.Table, results: Sequence[RowResult],
   if plots:
     lines += ["", "## Per-class recall and confusion matrices (seed 0, final epoch)", ""]
     lines += [f"![{os.path.basename(p)}]({os.path.relpath(p, results_dir)})" for p in plots]
-  lines += ["", "Row commands: `python -m lt_jax.reproduce "
+  lines += ["", "Row commands: `python -m experiments.reproduce "
             f"{table.name} --dry_run{' --smoke' if smoke else ''}` prints them.", ""]
   return "\n".join(lines)
 
@@ -406,13 +405,13 @@ def device_description() -> str:
 
 
 def train_one(args: Sequence[str], config, workdir: str) -> dict:
-  """Trains in-process as ``lt_jax.main`` does (``train.train_and_evaluate``); writes
-  ``reproduce.json`` (command, device, wall time, date).
+  """Trains in-process as ``lt_jax.main`` does (``run.run``); writes ``reproduce.json`` (command,
+  device, wall time, date).
   """
-  from lt_jax import train  # pylint: disable=g-import-not-at-top
+  from lt_jax import run  # pylint: disable=g-import-not-at-top
   started = time.time()
-  summary = train.train_and_evaluate(config, workdir)
-  record = {"command": shlex.join(command(args)), "device": device_description(),
+  summary = run.run(config, workdir)
+  record = {"command": shlex.join(commands.trainer_command(args)), "device": device_description(),
             "wall_seconds": round(time.time() - started, 1),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
   write_text(os.path.join(workdir, RUN_RECORD), json.dumps(record, indent=1) + "\n")
@@ -420,17 +419,20 @@ def train_one(args: Sequence[str], config, workdir: str) -> dict:
 
 
 def reproduce(table_name: str, opts: Options, *, rows: str = "", seeds: int = 3, dry_run: bool = False,
-              report_only: bool = False, paper_file: str | None = None, command_line: str = "",
-              out=None) -> int:
-  """Runs (or prints) the table's rows and writes results.md; the exit status (1 if a run failed)."""
+              report_only: bool = False, command_line: str = "", out=None) -> int:
+  """Runs (or prints) the table's rows and writes results.md; the exit status (1 if a run failed).
+
+  Every row-seed's command and config are built first, so a bad flag fails before any training.
+  """
   out = out or sys.stdout
   if seeds < 1:
     raise ReproduceError(f"--seeds={seeds} must be >= 1")
-  table = tables_lib.get_table(table_name)
+  table = tables.get_table(table_name)
   selected = select_rows(table, rows)
   failures = 0
   status: dict[str, dict[int, str]] = {row.name: {} for row in table.rows}
   wanted: dict[str, dict[int, dict]] = {row.name: {} for row in table.rows}
+  runs = []
   for row in selected:
     if config_missing(row):
       print(f"# {row.name}: config missing ({row.config}); skipped", file=out)
@@ -439,47 +441,48 @@ def reproduce(table_name: str, opts: Options, *, rows: str = "", seeds: int = 3,
       args = trainer_args(row, seed, opts)
       config = parse_config(args)
       wanted[row.name][seed] = config.to_dict()
-      workdir = workdir_of(opts.root, opts.table, row.name, seed)
-      state, detail = run_state(workdir, config.to_dict())
-      if dry_run:
-        prefix = "# complete: " if state == "complete" else ""
-        print(prefix + shlex.join(command(args)), file=out, flush=True)
-        continue
-      if report_only or state == "complete":
-        continue
-      if state == "mismatch":
-        status[row.name][seed] = "not run: workdir holds another config"
-        print(f"[reproduce] {row.name} seed{seed}: {workdir} holds another config ({detail}); "
-              "not touched", file=out, flush=True)
-        continue
-      waiting = [n for n in row.needs
-                 if run_state(workdir_of(opts.root, opts.table, n, seed), None)[0] != "complete"]
-      if waiting:
-        status[row.name][seed] = f"not run: needs {', '.join(waiting)} seed{seed}"
-        continue
-      print(f"[reproduce] {row.name} seed{seed}: {shlex.join(command(args))}", file=out, flush=True)
-      try:
-        train_one(args, config, workdir)
-      except Exception as e:  # pylint: disable=broad-except  (one failed row must not stop the table)
-        failures += 1
-        first_line = str(e).splitlines()[0][:200] if str(e) else ""
-        status[row.name][seed] = f"failed: {type(e).__name__}: {first_line}"
-        print(f"[reproduce] {row.name} seed{seed} FAILED: {e!r}", file=out, flush=True)
+      runs.append((row, seed, args, config))
+  for row, seed, args, config in runs:
+    workdir = workdir_of(opts.root, opts.table, row.name, seed)
+    state, detail = run_state(workdir, wanted[row.name][seed])
+    line = shlex.join(commands.trainer_command(args))
+    if dry_run:
+      print(("# complete: " if state == "complete" else "") + line, file=out, flush=True)
+      continue
+    if report_only or state == "complete":
+      continue
+    if state == "mismatch":
+      status[row.name][seed] = "not run: workdir holds another config"
+      print(f"[reproduce] {row.name} seed{seed}: {workdir} holds another config ({detail}); "
+            "not touched", file=out, flush=True)
+      continue
+    waiting = [n for n in row.needs
+               if run_state(workdir_of(opts.root, opts.table, n, seed), None)[0] != "complete"]
+    if waiting:
+      status[row.name][seed] = f"not run: needs {', '.join(waiting)} seed{seed}"
+      continue
+    print(f"[reproduce] {row.name} seed{seed}: {line}", file=out, flush=True)
+    try:
+      train_one(args, config, workdir)
+    except Exception as e:  # pylint: disable=broad-except  (one failed row must not stop the table)
+      failures += 1
+      first_line = str(e).splitlines()[0][:200] if str(e) else ""
+      status[row.name][seed] = f"failed: {type(e).__name__}: {first_line}"
+      print(f"[reproduce] {row.name} seed{seed} FAILED: {e!r}", file=out, flush=True)
   if dry_run:
     return 0
-  values = paper_results.load(paper_file)
+  values = paper_results.load()
   results = [collect(row, seeds, opts, wanted[row.name], status[row.name]) for row in selected]
   plots = []
   if table.compare:
     done = {r.row.method: workdir_of(opts.root, opts.table, r.row.name, r.seeds_complete[0])
             for r in results if r.seeds_complete}
     if done:
-      from lt_jax import compare  # pylint: disable=g-import-not-at-top
+      from experiments import compare  # pylint: disable=g-import-not-at-top
       plots = compare.compare_plots(done, os.path.join(opts.root, opts.table, "compare"))
+  command_line = command_line or f"python -m experiments.reproduce {table_name}"
   text = results_markdown(table, results, values, seeds=seeds, smoke=opts.smoke,
-                          cifar10_path=opts.cifar10_path,
-                          paper_file=str(paper_results.find_file(paper_file)),
-                          command_line=command_line or f"python -m lt_jax.reproduce {table_name}",
+                          cifar10_path=opts.cifar10_path, command_line=command_line,
                           plots=plots, results_dir=os.path.join(opts.root, opts.table))
   path = os.path.join(opts.root, opts.table, RESULTS_FILE)
   write_text(path, text)
@@ -490,8 +493,8 @@ def reproduce(table_name: str, opts: Options, *, rows: str = "", seeds: int = 3,
 def list_tables(out=None) -> None:
   """Every table's rows with config and overrides (``--list``)."""
   out = out or sys.stdout
-  for name in tables_lib.TABLES:
-    table = tables_lib.get_table(name)
+  for name in tables.TABLES:
+    table = tables.get_table(name)
     print(f"{name}: {table.title}", file=out)
     for row in table.rows:
       flags_text = " ".join(f"{k}={v}" for k, v in row.overrides)
@@ -505,9 +508,10 @@ def list_tables(out=None) -> None:
 
 def parser() -> argparse.ArgumentParser:
   """The command line (argparse: launch.sweep owns the absl flags of the same names)."""
-  p = argparse.ArgumentParser(prog="python -m lt_jax.reproduce", description=__doc__.split("\n")[0],
+  p = argparse.ArgumentParser(prog="python -m experiments.reproduce",
+                              description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("table", nargs="?", help="one of: " + ", ".join(tables_lib.TABLES))
+  p.add_argument("table", nargs="?", help="one of: " + ", ".join(tables.TABLES))
   p.add_argument("--workdir", default="runs/reproduce",
                  help="root: row-seeds run in ROOT/TABLE/ROW/seed{k} (default %(default)s)")
   p.add_argument("--rows", default="", help="comma-separated row names or patterns (ce-*); 'all' "
@@ -519,35 +523,30 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--dry_run", action="store_true", help="print the lt_jax.main commands; run nothing")
   p.add_argument("--report_only", action="store_true", help="run nothing; rewrite results.md from "
                  "the workdirs (e.g. after running the --dry_run commands elsewhere)")
-  p.add_argument("--cifar10", default=DEFAULT_CIFAR10, help="folder or zip of CIFAR-10 "
-                 "(split/class/*.jpg) for CIFAR-10 rows; '' = TFDS cifar10 (default %(default)s)")
+  p.add_argument("--cifar10", default=os.environ.get(CIFAR10_ENV, ""), help="folder or zip of "
+                 f"CIFAR-10 (split/class/*.jpg), or '{TFDS}' for TFDS cifar10; needed by CIFAR-10 "
+                 f"rows (not with --smoke); default ${CIFAR10_ENV}")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                  help="config override for every row, e.g. --set=train.epochs=1 (repeatable)")
-  p.add_argument("--paper_results", default=None, help="paper-results.md (default: "
-                 f"${paper_results.ENV_VAR} or {paper_results.DEFAULT_PATHS[0]})")
   p.add_argument("--list", action="store_true", help="list the tables and their rows, then exit")
   return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parser().parse_args(argv)
-  for path in (os.getcwd(), REPO_ROOT):  # config files do ``from configs import default``
-    if path not in sys.path:
-      sys.path.insert(0, path)
   flags.FLAGS.mark_as_parsed()  # absl logging in the trainer; no absl flags are read here
   if args.list:
     list_tables()
     return 0
   if not args.table:
-    parser().error("give a TABLE; known: " + ", ".join(tables_lib.TABLES))
+    parser().error("give a TABLE; known: " + ", ".join(tables.TABLES))
   opts = Options(args.workdir, args.table, args.smoke, args.cifar10, tuple(args.set))
-  command_line = shlex.join(["python", "-m", "lt_jax.reproduce",
+  command_line = shlex.join(["python", "-m", "experiments.reproduce",
                              *(sys.argv[1:] if argv is None else argv)])
   try:
     return reproduce(args.table, opts, rows=args.rows, seeds=args.seeds, dry_run=args.dry_run,
-                     report_only=args.report_only, paper_file=args.paper_results,
-                     command_line=command_line)
-  except (ReproduceError, paper_results.PaperResultsError, ValueError) as e:
+                     report_only=args.report_only, command_line=command_line)
+  except ValueError as e:  # ReproduceError, commands.CommandError, a bad table
     print(f"reproduce: error: {e}", file=sys.stderr)
     return 2
 

@@ -4,11 +4,11 @@ Reads what every run leaves in its workdir: the last ``eval`` record of ``metric
 recall and the confusion matrix) and ``data_selection.json`` (class names, training counts).
 """
 
-import json
 import os
 
 import numpy as np
 
+from lt_jax import data
 from lt_jax import metric_writer
 from lt_jax import plots
 
@@ -25,9 +25,8 @@ def final_eval(workdir: str) -> dict:
 
 def class_info(workdir: str) -> tuple[list[str], list[int]]:
   """(class names, training images per class) from ``data_selection.json``."""
-  with open(os.path.join(workdir, "data_selection.json")) as f:
-    selection = json.load(f)
-  return list(selection["classes"]), list(selection["train"])
+  selection = data.read_selection(workdir)
+  return selection["class_names"], selection["counts"]["train"]
 
 
 def compare_plots(workdirs: dict[str, str], out: str) -> list[str]:
@@ -66,7 +65,7 @@ def _recall_bars(labels, evals, names, counts, path: str) -> str:
   ax.set_ylabel("test recall %")
   ax.set_title("per-class recall (final epoch), classes by training frequency")
   ax.legend(fontsize=7)
-  return plots._save(fig, path)  # pylint: disable=protected-access
+  return plots.save_figure(fig, path)
 
 
 def _confusions(labels, evals, names, path: str) -> str:
