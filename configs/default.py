@@ -28,7 +28,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.dataset.seed = 0  # seed of the long-tailed and meta selections
   c.dataset.test = "balanced"  # balanced | test1 | test2 (MFM appendix C.1 imbalanced test sets)
   c.dataset.test_imbalance = 10.0  # IF of test1 / test2
-  # Large-scale sources split_file | inat_json | inat_tfds (lt_jax.data.large_scale): the split
+  # Large-scale sources split_file | inat_json | inat_tfds (lt_jax.data.grain_loader): the split
   # ships with the data, so imbalance / profile / protocol do not apply; dataset.path = image root.
   c.dataset.train_list = ""  # split file, iNat JSON or TFDS split; relative to cwd or dataset.path
   c.dataset.val_list = ""  # optional; meta.strategy='meta' draws meta.per_class per class from it
@@ -88,7 +88,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.augment.mean = ()  # per-channel mean in [0, 1]; () = computed from the training images
   c.augment.std = ()
 
-  c.loader = ml_collections.ConfigDict()  # streaming input pipeline (lt_jax.data.large_scale)
+  c.loader = ml_collections.ConfigDict()  # streaming input pipeline (lt_jax.data.grain_loader)
   # True: train from the grain loaders (the streamed feed; dataset.source split_file | inat_json |
   # inat_tfds), batches decoded per step instead of the whole set held on the device
   c.loader.stream = False

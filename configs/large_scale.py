@@ -95,7 +95,7 @@ def dataset_recipe(c, key: str):
   c.optim.warmup_epochs = 0
   c.optim.decay_epochs = spec["decay_epochs"]
   c.optim.decay_factor = 0.1
-  c.augment.crop = False  # random-resized-crop runs in the loader (large_scale.TrainDecode)
+  c.augment.crop = False  # random-resized-crop runs in the loader (grain_loader.TrainDecode)
   c.augment.flip = True
   c.augment.mean, c.augment.std = IMAGENET_MEAN, IMAGENET_STD
   return c

@@ -33,7 +33,7 @@ from lt_jax import parallel
 from lt_jax import programs
 from lt_jax import report
 from lt_jax import train_state as ts
-from lt_jax.data import large_scale
+from lt_jax.data import grain_loader
 from lt_jax.data import longtail
 from lt_jax.data import stream
 from lt_jax.models import convert_torchvision
@@ -177,9 +177,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   loaders = None
   if source is not None:
     parallel.per_device(config.train.eval_batch_size, mesh.size, "train.eval_batch_size")
-    loaders = {"train": large_scale.make_train_loader(config, source.splits.train)}
+    loaders = {"train": grain_loader.make_train_loader(config, source.splits.train)}
     if meta_batch:
-      loaders["meta"] = large_scale.make_train_loader(config, source.meta, seed_offset=1,
+      loaders["meta"] = grain_loader.make_train_loader(config, source.meta, seed_offset=1,
                                                       batch_size=meta_batch)
   state = parallel.replicate(init_replicas(config, ctx, method, input_shape), mesh)
   mngr = checkpointing.manager(workdir, config.train.keep_checkpoints)
@@ -255,7 +255,7 @@ def stream_feed(run: Run):
 
   def evaluate(state):
     logits, labels, mask = [], [], []
-    for batch in large_scale.make_eval_loader(config, run.streamed.test):
+    for batch in grain_loader.make_eval_loader(config, run.streamed.test):
       placed = stream.global_batch({k: batch[k] for k in ("images", "labels", "mask")}, mesh)
       gather = lambda x: multihost_utils.process_allgather(x, tiled=True)
       logits.append(gather(predict_fn(state.params, state.batch_stats, placed["images"])))

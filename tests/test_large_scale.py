@@ -17,7 +17,7 @@ from configs import large_scale as large_scale_configs
 from lt_jax import data as data_lib
 from lt_jax import metrics
 from lt_jax import models
-from lt_jax.data import large_scale
+from lt_jax.data import grain_loader
 from lt_jax.data import longtail
 from lt_jax.data import miniature
 from lt_jax.data import split_lists
@@ -164,9 +164,9 @@ def test_tfds_source_through_a_fake_data_source(minis):
   splits = split_lists.load_inat_tfds("i_naturalist2018", {"train": "train", "test": "validation"},
                                       opener=opened.__getitem__)
   np.testing.assert_array_equal(splits.train.labels, files.train.labels)
-  batch = next(iter(large_scale.eval_batches(splits.test, global_batch_size=4, image_size=16,
+  batch = next(iter(grain_loader.eval_batches(splits.test, global_batch_size=4, image_size=16,
                                              process_index=0, process_count=1)))
-  reference = next(iter(large_scale.eval_batches(files.test, global_batch_size=4, image_size=16,
+  reference = next(iter(grain_loader.eval_batches(files.test, global_batch_size=4, image_size=16,
                                                  process_index=0, process_count=1)))
   np.testing.assert_array_equal(batch["images"], reference["images"])
 
@@ -190,12 +190,12 @@ def test_random_resized_crop_boxes_stay_inside_with_torchvision_ranges():
   rng = np.random.default_rng(0)
   for width, height in [(500, 375), (64, 64), (1000, 10), (10, 1000)]:
     for _ in range(200):
-      left, top, w, h = large_scale.random_resized_crop_box(rng, width, height)
+      left, top, w, h = grain_loader.random_resized_crop_box(rng, width, height)
       assert 0 <= left and left + w <= width and 0 <= top and top + h <= height and w > 0 and h > 0
-  areas = [np.prod(large_scale.random_resized_crop_box(rng, 500, 375)[2:]) / (500 * 375)
+  areas = [np.prod(grain_loader.random_resized_crop_box(rng, 500, 375)[2:]) / (500 * 375)
            for _ in range(500)]
   assert 0.07 < min(areas) and max(areas) <= 1.0 and 0.4 < np.mean(areas) < 0.65
-  assert large_scale.random_resized_crop_box(rng, 1000, 10) == (493, 0, 13, 10)  # fallback
+  assert grain_loader.random_resized_crop_box(rng, 1000, 10) == (493, 0, 13, 10)  # fallback
 
 
 def test_draft_decoding_matches_a_full_decode(tmp_path):
@@ -203,7 +203,7 @@ def test_draft_decoding_matches_a_full_decode(tmp_path):
   miniature.write_jpegs(str(tmp_path), 1, width=900, height=700)
   data = (tmp_path / "img_00000.jpg").read_bytes()
   box = lambda w, h: (100, 50, 720, 600)
-  drafted = large_scale.decode_crop_resize(data, box, 112)
+  drafted = grain_loader.decode_crop_resize(data, box, 112)
   full = Image.open(tmp_path / "img_00000.jpg").convert("RGB")
   reference = np.asarray(full.resize((112, 112), Image.BILINEAR, box=(100, 50, 820, 650)))
   assert drafted.shape == (112, 112, 3) and drafted.dtype == np.uint8
@@ -215,7 +215,7 @@ def test_undecodable_image_names_the_record(tmp_path):
   labels = np.zeros(1, np.int32)
   records = split_lists.ImageRecords(labels, split_lists.FileSource(str(tmp_path), ["a.jpg"], labels), "x")
   with pytest.raises(ValueError, match="record 0: cannot decode"):
-    large_scale.decode_all(records, 8)
+    grain_loader.decode_all(records, 8)
 
 
 # --- streaming loader ------------------------------------------------------------------------------
@@ -231,25 +231,25 @@ def take(loader, n):
 
 def test_resumed_iteration_continues_with_the_same_batches(imagenet_splits):
   kwargs = dict(global_batch_size=32, image_size=24, seed=3, process_index=0, process_count=1)
-  loader = large_scale.TrainLoader(imagenet_splits.train, **kwargs)
+  loader = grain_loader.TrainLoader(imagenet_splits.train, **kwargs)
   assert loader.steps_per_epoch == 9  # ceil(270 / 32)
   take(loader, 6)
   state = loader.get_state()
   rest = take(loader, 5)  # crosses the epoch boundary (8 full batches per epoch)
-  resumed = large_scale.TrainLoader(imagenet_splits.train, **kwargs)
+  resumed = grain_loader.TrainLoader(imagenet_splits.train, **kwargs)
   resumed.set_state(state)
   for a, b in zip(rest, take(resumed, 5)):
     for key in ("images", "labels", "ids"):
       np.testing.assert_array_equal(a[key], b[key])
-  first = take(large_scale.TrainLoader(imagenet_splits.train, **kwargs), 1)[0]
+  first = take(grain_loader.TrainLoader(imagenet_splits.train, **kwargs), 1)[0]
   assert first["images"].shape == (32, 24, 24, 3) and first["images"].dtype == np.uint8
   np.testing.assert_array_equal(first["labels"], imagenet_splits.train.labels[first["ids"]])
-  other_seed = take(large_scale.TrainLoader(imagenet_splits.train, **{**kwargs, "seed": 4}), 1)[0]
+  other_seed = take(grain_loader.TrainLoader(imagenet_splits.train, **{**kwargs, "seed": 4}), 1)[0]
   assert not np.array_equal(first["ids"], other_seed["ids"])
 
 
 def test_an_epoch_visits_every_image_once(imagenet_splits):
-  loader = large_scale.TrainLoader(imagenet_splits.train, global_batch_size=27, image_size=8,
+  loader = grain_loader.TrainLoader(imagenet_splits.train, global_batch_size=27, image_size=8,
                                    seed=0, process_index=0, process_count=1, num_epochs=1)
   ids = np.concatenate([b["ids"] for b in loader])
   np.testing.assert_array_equal(np.sort(ids), np.arange(270))
@@ -259,7 +259,7 @@ def test_an_epoch_visits_every_image_once(imagenet_splits):
 def test_per_host_shards_are_disjoint_and_cover_the_set(imagenet_splits, hosts):
   shards = []
   for index in range(hosts):
-    loader = large_scale.TrainLoader(imagenet_splits.train, global_batch_size=hosts * 5,
+    loader = grain_loader.TrainLoader(imagenet_splits.train, global_batch_size=hosts * 5,
                                      image_size=8, seed=1, process_index=index,
                                      process_count=hosts, num_epochs=1)
     shards.append(np.concatenate([b["ids"] for b in loader]))
@@ -269,7 +269,7 @@ def test_per_host_shards_are_disjoint_and_cover_the_set(imagenet_splits, hosts):
 
 def test_eval_batches_pad_with_a_mask_and_line_up_across_hosts(imagenet_splits):
   test = imagenet_splits.test  # 80 images
-  per_host = [list(large_scale.eval_batches(test, global_batch_size=2 * 12, image_size=16,
+  per_host = [list(grain_loader.eval_batches(test, global_batch_size=2 * 12, image_size=16,
                                             process_index=i, process_count=2)) for i in range(2)]
   assert [len(b) for b in per_host] == [4, 4]  # 40 per host in batches of 12
   ids = np.concatenate([b["ids"][b["mask"]] for batches in per_host for b in batches])
@@ -277,7 +277,7 @@ def test_eval_batches_pad_with_a_mask_and_line_up_across_hosts(imagenet_splits):
   last = per_host[0][-1]
   assert last["images"].shape == (12, 16, 16, 3) and last["mask"].sum() == 4
   assert (last["ids"][~last["mask"]] == -1).all()
-  uneven = [list(large_scale.eval_batches(test.subset(np.arange(25), "x"), global_batch_size=3 * 3,
+  uneven = [list(grain_loader.eval_batches(test.subset(np.arange(25), "x"), global_batch_size=3 * 3,
                                           image_size=8, process_index=i, process_count=3))
             for i in range(3)]
   assert len({len(b) for b in uneven}) == 1
@@ -285,14 +285,14 @@ def test_eval_batches_pad_with_a_mask_and_line_up_across_hosts(imagenet_splits):
 
 def test_batch_must_divide_over_hosts(imagenet_splits):
   with pytest.raises(ValueError, match="train.batch_size=10 must be a positive multiple of the 3"):
-    large_scale.TrainLoader(imagenet_splits.train, global_batch_size=10, image_size=8, seed=0,
+    grain_loader.TrainLoader(imagenet_splits.train, global_batch_size=10, image_size=8, seed=0,
                             process_index=0, process_count=3)
 
 
 def test_worker_processes_give_the_same_batches(imagenet_splits):
   kwargs = dict(global_batch_size=16, image_size=16, seed=2, process_index=0, process_count=1)
-  inline = take(large_scale.TrainLoader(imagenet_splits.train, workers=0, **kwargs), 3)
-  workers = large_scale.TrainLoader(imagenet_splits.train, workers=1, **kwargs)
+  inline = take(grain_loader.TrainLoader(imagenet_splits.train, workers=0, **kwargs), 3)
+  workers = grain_loader.TrainLoader(imagenet_splits.train, workers=1, **kwargs)
   for a, b in zip(inline, take(workers, 3)):
     np.testing.assert_array_equal(a["images"], b["images"])
     np.testing.assert_array_equal(a["ids"], b["ids"])

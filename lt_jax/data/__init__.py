@@ -3,8 +3,8 @@
 ``load(config)`` reads ``config.dataset`` and ``config.meta``: the full splits come from
 ``sources`` (TFDS catalog, image folder / zip, or digits), the selection from ``longtail``.
 Large-scale sources (``split_file``, ``inat_json``, ``inat_tfds``: ImageNet-LT, Places-LT,
-iNaturalist) ship their long-tailed split; ``large_scale`` reads it (and streams it for full-size
-runs), and ``load`` keeps it as listed, decoding it at ``dataset.image_size``.
+iNaturalist) ship their long-tailed split; ``split_lists`` reads it, ``grain_loader`` streams it
+for full-size runs (``stream`` holds a streamed run's inputs), and ``load`` keeps it as listed, decoding it at ``dataset.image_size``.
 ``augment`` holds the on-device (JAX) training and evaluation transforms.
 """
 
@@ -149,9 +149,9 @@ def load(config) -> LongTailData:
 def _load_given_split(config) -> LongTailData:
   """A published long-tailed split decoded in memory: train as listed (dataset.imbalance, profile
   and protocol do not apply), meta set per ``meta.strategy`` (``split_lists.select_meta``)."""
-  from lt_jax.data import large_scale  # pylint: disable=g-import-not-at-top  (imports grain)
+  from lt_jax.data import grain_loader  # pylint: disable=g-import-not-at-top  (imports grain)
   dataset, meta = config.dataset, config.meta
-  splits, arrays = large_scale.load_source_data(dataset)
+  splits, arrays = grain_loader.load_source_data(dataset)
   num_classes = splits.num_classes
   meta_split, meta_indices = split_lists.select_meta(
       arrays["train_labels"], arrays["val_labels"], num_classes, strategy=meta.strategy,

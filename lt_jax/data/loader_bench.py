@@ -3,7 +3,7 @@
   python -m lt_jax.data.loader_bench [--images=512] [--workers=0,1,2] [--batch=64] [--size=224]
 
 Writes ``--images`` JPEGs of ``--width`` x ``--height`` pixels (default 500 x 375, ImageNet's
-typical size; smooth random content at quality 90, ~50 kB each) to a temporary folder, then times ``large_scale.TrainLoader``
+typical size; smooth random content at quality 90, ~50 kB each) to a temporary folder, then times ``grain_loader.TrainLoader``
 (decode + random-resized-crop + flip) and the evaluation loader (decode + centre crop) for each
 worker count, after one warm-up batch. Prints one JSON line per measurement.
 """
@@ -17,7 +17,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from lt_jax.data import large_scale
+from lt_jax.data import grain_loader
 from lt_jax.data import miniature
 from lt_jax.data import split_lists
 
@@ -48,7 +48,7 @@ def main(argv):
                                        "generated")
     mean_bytes = np.mean([os.path.getsize(os.path.join(folder, p)) for p in paths])
     for workers in map(int, _WORKERS.value):
-      loader = large_scale.TrainLoader(records, global_batch_size=_BATCH.value,
+      loader = grain_loader.TrainLoader(records, global_batch_size=_BATCH.value,
                                        image_size=_SIZE.value, seed=0, workers=workers,
                                        process_index=0, process_count=1)
       rate = time_batches(loader, _BATCHES.value, _BATCH.value)
@@ -59,7 +59,7 @@ def main(argv):
       del loader
     for workers in map(int, _WORKERS.value):
       start = time.perf_counter()
-      count = sum(int(b["mask"].sum()) for b in large_scale.eval_batches(
+      count = sum(int(b["mask"].sum()) for b in grain_loader.eval_batches(
           records, global_batch_size=_BATCH.value, image_size=_SIZE.value, workers=workers,
           process_index=0, process_count=1))
       rate = count / (time.perf_counter() - start)

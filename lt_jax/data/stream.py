@@ -1,6 +1,6 @@
 """The inputs of a streamed run (``loader.stream=True``): split lists, meta / test selection, batches.
 
-The uint8 training set stays on disk: each host's ``large_scale.TrainLoader`` decodes,
+The uint8 training set stays on disk: each host's ``grain_loader.TrainLoader`` decodes,
 random-resized-crops and flips its B/P images per step; ``global_batch`` assembles the hosts'
 local batches into global arrays sharded over the ``data`` mesh axis.
 """
