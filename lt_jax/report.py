@@ -2,6 +2,7 @@
 
 import os
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -68,12 +69,16 @@ def finish(workdir: str, *, replicas: int, epochs: int, class_names, class_count
   if jax.process_index() != 0:
     return summary
   files.write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary)
-  if plots:  # after the summary: a failed plot never costs the run its summary
+  if plots:  # after the summary: a failed plot is a warning, never a lost run
     from lt_jax import plots as plots_lib  # pylint: disable=g-import-not-at-top  (matplotlib)
     for folder in replica_dirs(workdir, replicas):
       eval_records = metric_writer.read_records(folder, "eval", max_epoch=epochs)
-      plots_lib.write_all(folder, class_names, class_counts, eval_records[-1],
-                          metric_writer.read_records(folder, "train", max_epoch=epochs), eval_records)
+      try:
+        plots_lib.write_all(folder, class_names, class_counts, eval_records[-1],
+                            metric_writer.read_records(folder, "train", max_epoch=epochs), eval_records)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("plots of %s failed (%s: %s); summary.json is written", folder,
+                        type(e).__name__, e)
   print(format_summary(summary, class_names, class_counts) + (f"\n{note}" if note else ""))
   return summary
 

@@ -113,3 +113,13 @@ def test_crt_tau_norm_lws_on_a_frozen_phase1_run(tmp_path):
   np.testing.assert_allclose(lws["params"]["classifier"]["kernel"], w1 * scales, rtol=1e-6)
   np.testing.assert_allclose(lws["params"]["classifier"]["bias"], b1 * scales, rtol=1e-6)
   assert equal_trees({k: v for k, v in lws["params"].items() if k != "classifier"}, backbone)
+
+  # Resumed phase II equals an uninterrupted one: stopped after round 1 of 2, the same command again.
+  constant = {"decouple.schedule": "constant"}
+  straight = run.run(phase2_config(crt_cifar, phase1_dir, **constant), str(tmp_path / "straight"))
+  run.run(phase2_config(crt_cifar, phase1_dir, **constant, **{"decouple.steps": 5}), str(tmp_path / "resumed"))
+  resumed = run.run(phase2_config(crt_cifar, phase1_dir, **constant), str(tmp_path / "resumed"))
+  a, b = restored(tmp_path / "resumed"), restored(tmp_path / "straight")
+  assert int(a["step"]) == int(b["step"]) == 10
+  assert equal_trees((a["params"], a["hparams"], a["opt_state"]), (b["params"], b["hparams"], b["opt_state"]))
+  assert resumed == straight

@@ -36,8 +36,9 @@ def test_the_matrix_covers_every_method():
 def cell_config(method: str, feed: str, replicas: int, root: str, phase1: str = ""):
   """The method's own :smoke config, tiny, on the digits (in memory) or the ImageNet-LT miniature."""
   config = tiny_config(importlib.import_module(f"configs.{CONFIG_MODULE[method]}"))
-  # plots on for MFM in memory: its finalize draws the t-SNE of gamma / beta per replica
-  fields = {"train.epochs": 1, "train.plots": method == "mfm" and feed == "memory", "replicas": replicas}
+  # plots on for MFM replicas in memory: its finalize draws the t-SNE of gamma / beta per replica
+  plots = method == "mfm" and feed == "memory" and replicas > 1
+  fields = {"train.epochs": 1, "train.plots": plots, "replicas": replicas}
   if feed == "stream":
     streamed = large_scale_configs.build("imagenet_lt", "ce", "smoke")
     for group in ("dataset", "loader", "augment", "meta"):
@@ -91,6 +92,7 @@ def test_cell_runs_or_is_refused_at_load(method, feed, replicas, mini_root, tmp_
   assert 0 <= summary["final_top1_error"] <= 100
   if replicas > 1:
     assert len(summary["replicas"]) == replicas and "final_top1_error_std" in summary
-  if method == "mfm":  # the modulator artifact, per replica
+  if method == "mfm":  # the modulator artifact (and with plots the t-SNE), per replica
     for folder in ([workdir] if replicas == 1 else [workdir / f"replica{r}" for r in range(replicas)]):
       assert os.path.exists(folder / "modulator" / "spec.json")
+      assert bool(list(folder.glob("plots/tsne_*.png"))) == config.train.plots
