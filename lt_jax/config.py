@@ -6,10 +6,13 @@ The data fields' checks live beside the data (``lt_jax.data.check_config``), eac
 """
 
 import copy
+import json
+import os
 
 import ml_collections
 
 from lt_jax import data
+from lt_jax import files
 from lt_jax import methods
 from lt_jax.data import samplers
 from lt_jax.data import split_lists
@@ -126,3 +129,43 @@ def validate_phase2(config: ml_collections.ConfigDict, group: str) -> None:
     phase1 = copy.deepcopy(config)
     phase1.method = cfg.phase1_method
     validate(phase1)
+
+
+# --- Re-runs of a workdir ---------------------------------------------------------------------------
+
+CONFIG_FILE = "config.json"
+# Fields a re-run may change without changing what the run computes (cadence, outputs, resources).
+SAFE_TO_CHANGE = ("train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
+                  "train.keep_checkpoints", "train.eval_batch_size", "train.plots",
+                  "train.steps_per_call", "loader.workers", "loader.prefetch", "dataset.data_dir",
+                  "mfm.tsne_samples")
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+  """{'a.b': value} of a nested dict, tuples as lists (the JSON form)."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def changes_from_saved(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """{field: (saved, now)} of the safe fields a re-run of ``workdir`` changes; ValueError listing
+  every field that would change the result. Fields the saved run did not have (added to the code
+  since) are not compared. A workdir without ``config.json`` is a new run: {}."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return {}
+  saved = flat(files.read_json(path, "the config of an earlier run"))
+  now = flat(json.loads(json.dumps(config.to_dict())))
+  changed = {k: (saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]}
+  refused = sorted(k for k in changed if k not in SAFE_TO_CHANGE)
+  if refused:
+    listed = "; ".join(f"{k}: {changed[k][0]!r} there, {changed[k][1]!r} now" for k in refused)
+    raise ValueError(f"{workdir} holds a run with another config ({listed}). Resuming it would mix "
+                     "two settings: use a new --workdir, or the saved values to resume. Safe to "
+                     f"change on a re-run: {', '.join(SAFE_TO_CHANGE)}")
+  return changed

@@ -29,3 +29,9 @@ def read_json(path: str, expected: str):
     raise FileNotFoundError(f"{path} is missing; expected {expected}")
   with open(path) as f:
     return json.load(f)
+
+
+def append_json_line(path: str, record: dict) -> None:
+  """Appends ``record`` as one JSON line to ``path`` (a log that readers take line by line)."""
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from lt_jax import checkpointing
+from lt_jax import config as config_lib
 from lt_jax import data as data_lib
 from lt_jax import files
 from lt_jax import loop
@@ -37,9 +38,6 @@ from lt_jax.data import grain_loader
 from lt_jax.data import longtail
 from lt_jax.data import stream
 from lt_jax.models import convert_torchvision
-
-CONFIG_FILE = "config.json"
-
 
 def normalisation_stats(config: ml_collections.ConfigDict, train_images) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel mean and std from ``config.augment`` or, when empty, from the training images."""
@@ -272,9 +270,10 @@ def fit(run: Run, workdir: str) -> dict:
   """Trains ``run`` to ``train.epochs`` in the loop (resuming at ``run.start_epoch``), runs the
   method's ``finalize`` per replica and writes the report; returns the summary."""
   config, replicas = run.config, run.config.replicas
-  if jax.process_index() == 0 and not run.start_epoch:
-    data_lib.save_selection(selection(run), workdir)
-    files.write_json_atomic(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+  if jax.process_index() == 0:  # the config as run (a re-run may change only safe fields)
+    if not run.start_epoch:
+      data_lib.save_selection(selection(run), workdir)
+    files.write_json_atomic(os.path.join(workdir, config_lib.CONFIG_FILE), config.to_dict())
   logging.info("%s: model %s, %d parameters; %d steps per epoch; %d device(s), %d replica(s)%s",
                config.dataset.name, config.model.name,
                models.count_params(report.replica(run.state.params, 0, replicas)),

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from lt_jax import checkpointing
+from lt_jax import config as config_lib
 from lt_jax import data as data_lib
 from lt_jax import files
 from lt_jax import loop
@@ -69,7 +70,7 @@ def phase1_config(config: ml_collections.ConfigDict, workdir: str, group: str):
   """(phase-I config, its workdir, whether this run trains it)."""
   cfg = config[group]
   if cfg.phase1_workdir:
-    saved = files.read_json(os.path.join(cfg.phase1_workdir, train.CONFIG_FILE),
+    saved = files.read_json(os.path.join(cfg.phase1_workdir, config_lib.CONFIG_FILE),
                             f"{group}.phase1_workdir to be the workdir of a finished lt_jax run")
     p1_config = merge_saved_config(config, saved)
     if methods.get_method(p1_config.method).two_phase:
@@ -125,7 +126,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(head.description)
     for name, value in head.files.items():
       files.write_json_atomic(os.path.join(workdir, name), value)
-    files.write_json_atomic(os.path.join(workdir, train.CONFIG_FILE), config.to_dict())
+    files.write_json_atomic(os.path.join(workdir, config_lib.CONFIG_FILE), config.to_dict())
     data_lib.save_selection(data.selection(), workdir)
     files.write_json_atomic(os.path.join(workdir, PHASE1_FILE),
                             {"workdir": os.path.abspath(net.workdir), "summary": phase1_summary})
