@@ -1,17 +1,31 @@
-"""run(config, workdir): the one entry of a run. Validates the config once, before any data is read,
-then trains a one-phase method (``train``) or runs a two-phase one (``two_phase``)."""
+"""run(config, workdir): the one entry of a run. Validates the config and the workdir once, before
+any data is read, takes the workdir's lock (one writer per workdir; process 0 of a multi-host run)
+and, with stop signals caught (``loop.stop_on_signals``), trains a one-phase method (``train``) or
+runs a two-phase one (``two_phase``)."""
 
+import contextlib
+
+import jax
 import ml_collections
 
 from lt_jax import config as config_lib
+from lt_jax import files
+from lt_jax import loop
 from lt_jax import methods
 from lt_jax import train
 from lt_jax import two_phase
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains and evaluates ``config`` in ``workdir`` (resuming there); returns the summary."""
+  """Trains and evaluates ``config`` in ``workdir`` (resuming there); returns the summary.
+
+  Raises ValueError (config), NotADirectoryError / PermissionError (workdir), FileExistsError
+  (another process runs in ``workdir``) or, after checkpointing, loop.Preempted (a stop signal).
+  """
   config_lib.validate(config)
-  if methods.get_method(config.method).two_phase:
-    return two_phase.run(config, workdir)
-  return train.train_and_evaluate(config, workdir)
+  files.check_writable_dir(workdir)
+  with files.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    with loop.stop_on_signals():
+      if methods.get_method(config.method).two_phase:
+        return two_phase.run(config, workdir)
+      return train.train_and_evaluate(config, workdir)
