@@ -3,14 +3,17 @@
 #
 # Run on every host (TPU VM worker, SLURM task, ...) with the trainer's flags; it cds to the
 # repository, activates a virtual environment if asked and execs `python -m lt_jax.main "$@"`.
-# A preempted job resumes from its latest checkpoint when the same command is run again.
+# A preempted job resumes from its latest checkpoint when the same command is run again. Exit
+# status 75 (EX_TEMPFAIL): the trainer was stopped by SIGTERM / SIGINT / SIGUSR1 after writing a
+# checkpoint; the job should be requeued (run again).
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
 Usage: launch/run_on_host.sh --config=configs/X.py[:smoke] --workdir=DIR [--config.a.b=V ...]
 
-Runs `python -m lt_jax.main ARGS` from the repository root on this host.
+Runs `python -m lt_jax.main ARGS` from the repository root on this host. Exit status 75: stopped
+by a signal after checkpointing; run the same command again to resume.
 
 Environment:
   LT_JAX_VENV          virtual environment to activate first (its bin/activate is sourced).

@@ -204,6 +204,11 @@ def run_commands(commands: Sequence[Sequence[str]], cwd: str | os.PathLike = com
       rc, why = 127, f"could not start: {e}"
     else:
       why = f"exit status {rc}"
+    if rc == os.EX_TEMPFAIL:  # lt_jax.main: stopped by a signal after checkpointing
+      print(f"[sweep] PREEMPTED: command {i + 1}/{len(commands)} (exit status 75); "
+            f"{len(commands) - i - 1} not started; re-run to resume: {shlex.join(command)}",
+            file=out, flush=True)
+      return rc
     if rc != 0:
       print(f"[sweep] FAILED: command {i + 1}/{len(commands)} ({why}); "
             f"{len(commands) - i - 1} not started: {shlex.join(command)}", file=out, flush=True)

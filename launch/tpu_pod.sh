@@ -3,7 +3,8 @@
 # checkout, install, and run launch/run_on_host.sh on every worker (--worker=all).
 #
 # Re-running the same command resumes the run from its latest checkpoint in the gs:// workdir; a
-# preempted (spot) VM is deleted and created again first.
+# preempted (spot) VM is deleted and created again first. Exit status 75: the trainer was stopped
+# by SIGTERM after checkpointing (e.g. a maintenance event): run the same command again.
 set -euo pipefail
 
 usage() {
@@ -208,5 +209,11 @@ fi
 env_vars="LT_JAX_VENV=\$HOME/$remote_venv"
 ((distributed)) && env_vars+=" LT_JAX_DISTRIBUTED=1" || env_vars+=" LT_JAX_DISTRIBUTED=0"
 remote_run="cd \$HOME/$remote_dir && $env_vars launch/run_on_host.sh"
+rc=0
 run "${tpu[@]}" ssh "$name" "${gcloud_opts[@]}" --worker=all \
-  --command="$remote_run $(quote_all "${trainer_args[@]}")"
+  --command="$remote_run $(quote_all "${trainer_args[@]}")" || rc=$?
+if ((rc == 75)); then
+  echo "tpu_pod.sh: preempted: the trainer checkpointed and stopped (exit status 75);" \
+    "run this command again to resume" >&2
+fi
+exit "$rc"

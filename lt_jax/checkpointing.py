@@ -18,9 +18,11 @@ from lt_jax import files
 LOADER_DIR = "loader_state"
 
 
-def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  """A CheckpointManager over ``workdir/checkpoints`` keeping the ``keep`` latest steps."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+def manager(workdir: str, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager over ``workdir/checkpoints`` keeping the ``keep`` latest steps (or, with
+  ``read_only``, restoring only)."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                         read_only=read_only)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
 
 

@@ -138,7 +138,7 @@ CONFIG_FILE = "config.json"
 SAFE_TO_CHANGE = ("train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
                   "train.keep_checkpoints", "train.eval_batch_size", "train.plots",
                   "train.steps_per_call", "loader.workers", "loader.prefetch", "dataset.data_dir",
-                  "mfm.tsne_samples")
+                  "mfm.tsne_samples", "fsa.steps", "decouple.steps")
 
 
 def flat(tree: dict, prefix: str = "") -> dict:

@@ -4,12 +4,22 @@ progress bar and metric records, for every kind of run.
 Feeds differ (the in-memory scanned epoch, the streamed grain batches, a phase-II head's rounds);
 each hands the loop ``train_epoch(state, epoch) -> (state, [metrics per replica])`` and
 ``evaluate(state) -> [result per replica]``.
+
+Stop signals (``stop_on_signals``: SIGTERM, SIGINT, SIGUSR1) are honoured after the epoch they
+arrive in: its checkpoint is written, then ``Preempted`` is raised (the CLI exits with status 75).
+A multi-host run instead asks JAX's preemption service (which catches SIGTERM on every host) so
+that all hosts stop after the same epoch.
 """
 
+import contextlib
+import signal
+import threading
 import time
 from typing import Callable
 
+from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import tqdm
 
@@ -22,6 +32,47 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class Preempted(Exception):
+  """A stop signal arrived; the last finished epoch is checkpointed: run again to resume."""
+
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+_received = []  # stop signals received inside stop_on_signals
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+  """While inside, ``SIGNALS`` ask the loop to checkpoint and stop after the current epoch; a second
+  one acts as it would outside. A no-op off the main thread and in multi-host runs."""
+  if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = {s: signal.getsignal(s) for s in SIGNALS}
+
+  def handler(signum, frame):
+    del frame
+    _received.append(signum)
+    for s, h in previous.items():
+      signal.signal(s, h)
+    logging.warning("%s: checkpointing and stopping after this epoch (send it again to stop at "
+                    "once)", signal.Signals(signum).name)
+
+  for s in SIGNALS:
+    signal.signal(s, handler)
+  try:
+    yield
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+    _received.clear()
+
+
+def _stop_requested(done: int) -> bool:
+  if jax.process_count() > 1:
+    return multihost_utils.reached_preemption_sync_point(done)
+  return bool(_received)
+
+
 def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: Callable,
                evaluate: Callable, eval_every: int, checkpoint_every: int, replicas: int = 1,
                loaders: dict | None = None, unit: str = "epoch"):
@@ -29,7 +80,8 @@ def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: 
   end, checkpoint every ``checkpoint_every`` and at the end (with the streamed ``loaders``'
   positions). Returns the final state.
 
-  Raises NonFiniteLossError when a training loss is not finite; the last good checkpoint stays.
+  Raises NonFiniteLossError when a training loss is not finite (the last good checkpoint stays),
+  Preempted after checkpointing an epoch before ``end`` in which a stop signal arrived.
   """
   writers = [metric_writer.MetricWriter(d) for d in report.replica_dirs(workdir, replicas)]
   bar = tqdm.tqdm(range(start, end), initial=start, total=end, unit=unit,
@@ -57,8 +109,12 @@ def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: 
       if results:
         postfix["err"] = f"{np.mean([r['top1_error'] for r in results]):.2f}"
       bar.set_postfix(postfix)
-      if done % checkpoint_every == 0 or done == end:
+      stop = _stop_requested(done) and done < end
+      if done % checkpoint_every == 0 or done == end or stop:
         checkpointing.save(mngr, state, done, loaders)
+      if stop:
+        raise Preempted(f"stopped by a signal after {unit} {done} of {end}; checkpointed in "
+                        f"{workdir}/checkpoints: run the same command again to resume")
   finally:
     for writer in writers:
       writer.close()

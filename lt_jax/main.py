@@ -2,7 +2,8 @@
 
 Kept short: flags, optional multi-host initialisation, then ``run.run`` (validation once, then
 one-phase training or a two-phase method). Re-running the same command on the same workdir
-resumes from the latest checkpoint.
+resumes from the latest checkpoint. Exit status: 0 done, 1 error (one line), 75 (EX_TEMPFAIL)
+stopped by SIGTERM / SIGINT / SIGUSR1 after checkpointing: requeue the same command.
 """
 
 import os
@@ -39,7 +40,11 @@ def main(argv):
 
   try:
     run.run(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, loop.NonFiniteLossError) as e:
+  except loop.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(os.EX_TEMPFAIL)
+  except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+          loop.NonFiniteLossError) as e:
     sys.exit(f"error: {e}")
 
 

@@ -144,15 +144,16 @@ class Trained:
   class_names: tuple[str, ...]
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+def setup(config: ml_collections.ConfigDict, workdir: str, read_only: bool = False) -> Run:
   """Loads the data of a validated config, builds model and optimiser, restores the latest state.
 
-  Also how a two-phase method loads its phase-I run. With ``replicas = R > 1`` every leaf of
-  ``state`` has a leading axis of size R.
+  Also how a two-phase method loads its phase-I run (``read_only``: another run's workdir, never
+  written). With ``replicas = R > 1`` every leaf of ``state`` has a leading axis of size R.
   """
   method = methods.get_method(config.method)
   needs_meta = method.needs_meta_data(config)
-  os.makedirs(workdir, exist_ok=True)
+  if not read_only:
+    os.makedirs(workdir, exist_ok=True)
   data = source = None
   if config.loader.stream:
     source = stream.load(config, needs_meta)
@@ -180,7 +181,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       loaders["meta"] = grain_loader.make_train_loader(config, source.meta, seed_offset=1,
                                                       batch_size=meta_batch)
   state = parallel.replicate(init_replicas(config, ctx, method, input_shape), mesh)
-  mngr = checkpointing.manager(workdir, config.train.keep_checkpoints)
+  mngr = checkpointing.manager(workdir, config.train.keep_checkpoints, read_only)
   state, start_epoch = checkpointing.restore_latest(mngr, state, loaders)
   return Run(config, method, ctx, mesh, state, mngr, start_epoch, mean, std, meta_batch,
              tuple(class_names), data, source, loaders)

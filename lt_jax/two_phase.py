@@ -88,7 +88,7 @@ def phase1_config(config: ml_collections.ConfigDict, workdir: str, group: str):
 def load_phase1(config, workdir: str, group: str):
   """(FrozenNet, its data, its summary or None): the finished phase-I run, trained first if needed."""
   p1_config, p1_workdir, trains = phase1_config(config, workdir, group)
-  run = train.setup(p1_config, p1_workdir)
+  run = train.setup(p1_config, p1_workdir, read_only=not trains)  # a given one is only read
   if run.start_epoch < p1_config.train.epochs:
     if not trains:
       raise ValueError(f"{group}.phase1_workdir={p1_workdir!r} holds a run stopped at epoch "

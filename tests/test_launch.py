@@ -333,3 +333,21 @@ def test_slurm_sbatch_runs_srun_with_distributed(tmp_path, fake_python):
   assert result.returncode == 2 and "missing" in result.stderr
   text = (REPO / "launch/slurm.sbatch").read_text()
   assert "#SBATCH --requeue" in text and "#SBATCH --signal=" in text
+
+
+def test_exit_status_75_means_requeue(tmp_path):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for name, body in (("srun", 'while [[ $1 == --* ]]; do shift; done\nexec "$@"'),
+                     ("scontrol", f'echo "$*" >> {tmp_path}/scontrol'), ("python", "exit 75")):
+    (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+    (bin_dir / name).chmod(0o755)
+  env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(REPO),
+         "SLURM_JOB_ID": "7", "LT_JAX_PYTHON": str(bin_dir / "python")}
+  result = run_script(["bash", str(REPO / "launch/slurm.sbatch"), "--config=c", "--workdir=w"],
+                      env=env, cwd=tmp_path)
+  assert result.returncode == 75 and (tmp_path / "scontrol").read_text() == "requeue 7\n"
+  result = run_script([sys.executable, "-m", "launch.sweep", "--config=configs/mfm_cifar_dev.py",
+                       f"--workdir_root={tmp_path}/w", "--run", f"--python={bin_dir}/python"])
+  assert result.returncode == 75
+  assert "PREEMPTED: command 1/6 (exit status 75); 5 not started; re-run to resume" in result.stdout

@@ -125,3 +125,19 @@ def test_init_checkpoint_loads_all_but_the_classifier(tmp_path):
     expected = plain.params[name] if name == "classifier" else source.params[name]
     chex.assert_trees_all_equal(fresh.params[name], expected)
   chex.assert_trees_all_equal(fresh.batch_stats, source.batch_stats)
+
+
+def test_rerun_with_another_config_is_refused_and_safe_changes_are_recorded(tmp_path):
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  config = lambda **fields: tiny_config(ce_cifar, **{"train.epochs": 1, "train.plots": False, **fields})
+  workdir = str(tmp_path / "run")
+  run.run(config(), workdir)
+  records = (tmp_path / "run" / "metrics.jsonl").read_text()
+  with pytest.raises(ValueError, match=r"model\.width: 2 there, 4 now; optim\.lr: 0\.1 there, 0\.05 now"):
+    run.run(config(**{"optim.lr": 0.05, "model.width": 4}), workdir)
+  assert (tmp_path / "run" / "metrics.jsonl").read_text() == records  # nothing trained or written
+  summary = run.run(config(**{"train.epochs": 2}), workdir)  # more epochs: a safe change, resumed
+  assert summary["final_epoch"] == 2
+  changes = [json.loads(line) for line in open(tmp_path / "run" / "config_changes.jsonl")]
+  assert [c["changed"] for c in changes] == [{"train.epochs": {"was": 1, "now": 2}}]
+  assert json.load(open(tmp_path / "run" / "config.json"))["train"]["epochs"] == 2

@@ -1,0 +1,159 @@
+"""Crash safety: a stop signal checkpoints and exits 75 and the rerun equals an uninterrupted run;
+one writer per workdir (the lock); bad workdirs named before any data is read."""
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import ce_cifar
+from configs import crt_cifar
+from lt_jax import checkpointing
+from lt_jax import files
+from lt_jax import run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIME_FIELDS = ("epoch_seconds", "compiles", "images_per_second")
+
+
+def command(workdir):
+  return [sys.executable, "-m", "lt_jax.main", "--config=configs/ce_cifar.py:smoke",
+          f"--workdir={workdir}", "--config.train.epochs=8", "--config.train.plots=False",
+          "--config.model.width=2"]
+
+
+def start(workdir):
+  return subprocess.Popen(command(workdir), cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout=300):
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, out + err
+
+
+def outputs(workdir):
+  """summary.json and the metric records without their time fields."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [{k: v for k, v in json.loads(line).items() if k not in TIME_FIELDS} for line in f]
+  return files.read_json(os.path.join(workdir, "summary.json"), "a summary"), records
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  rc, log = finish(start(workdir))
+  assert rc == 0, log
+  return workdir
+
+
+@pytest.fixture
+def live_pid():
+  sleeper = subprocess.Popen(["sleep", "60"])
+  yield sleeper.pid
+  sleeper.kill()
+  sleeper.wait()
+
+
+def write_lock(folder, **owner):
+  os.makedirs(folder, exist_ok=True)
+  files.write_json_atomic(os.path.join(folder, files.LOCK_FILE),
+                          {"host": socket.gethostname(), "started": "earlier", **owner})
+
+
+def test_sigterm_checkpoints_exits_75_and_the_rerun_equals_an_uninterrupted_one(straight, tmp_path):
+  workdir = str(tmp_path / "w")
+  proc = start(workdir)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  while proc.poll() is None and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  rc, log = finish(proc)
+  assert rc == 75, log
+  assert "preempted: stopped by a signal after epoch" in log
+  assert 1 <= checkpointing.manager(workdir, 2).latest_step() < 8  # epochs of slack for the signal
+  assert not os.path.exists(os.path.join(workdir, files.LOCK_FILE))
+  rc, log = finish(start(workdir))
+  assert rc == 0, log
+  assert outputs(workdir) == outputs(straight)
+
+
+def test_a_given_phase1_workdir_is_only_read(straight, tmp_path, live_pid):
+  write_lock(straight, pid=live_pid)  # as if trained elsewhere
+  snapshot = lambda: {os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime_ns
+                      for d, _, names in os.walk(straight) for n in names}
+  before = snapshot()
+  config = crt_cifar.get_config("smoke")
+  config.decouple.phase1_workdir, config.train.plots = straight, False
+  assert run.run(config, str(tmp_path))["final_top1_error"] >= 0
+  assert snapshot() == before
+  os.remove(os.path.join(straight, files.LOCK_FILE))
+
+
+def test_lock_names_a_live_owner_and_takes_over_a_dead_ones(tmp_path, live_pid, caplog):
+  write_lock(tmp_path, pid=live_pid)
+  with pytest.raises(FileExistsError, match=rf"process {live_pid} on host .* since earlier.*"
+                                            rf"delete {tmp_path}/\.lock"):
+    with files.lock(str(tmp_path)):
+      pass
+  dead = subprocess.Popen(["true"])
+  dead.wait()  # reaped: its pid names no process
+  write_lock(tmp_path, pid=dead.pid)
+  with caplog.at_level(logging.WARNING):
+    with files.lock(str(tmp_path)) as path:
+      assert files.read_json(path, "a lock")["pid"] == os.getpid()
+  assert "no longer runs" in caplog.text
+  assert not os.path.exists(path)
+
+
+def test_lock_of_another_host_is_never_taken_over_and_an_error_releases_it(tmp_path):
+  write_lock(tmp_path, host="elsewhere", pid=1)
+  with pytest.raises(FileExistsError, match="another host: never taken over"):
+    with files.lock(str(tmp_path)):
+      pass
+  os.remove(tmp_path / files.LOCK_FILE)
+  with pytest.raises(RuntimeError, match="inside"):
+    with files.lock(str(tmp_path)):
+      raise RuntimeError("inside")
+  assert not os.path.exists(tmp_path / files.LOCK_FILE)
+
+
+def test_second_writer_is_refused_before_writing(tmp_path, live_pid):
+  write_lock(tmp_path, pid=live_pid)
+  with pytest.raises(FileExistsError, match=f"process {live_pid}"):
+    run.run(ce_cifar.get_config("smoke"), str(tmp_path))
+  assert os.listdir(tmp_path) == [files.LOCK_FILE]
+
+
+def test_workdir_that_is_a_file_is_named_by_the_cli(tmp_path):
+  workdir = tmp_path / "file"
+  workdir.write_text("")
+  result = subprocess.run(command(workdir), cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                          capture_output=True, text=True, check=False)
+  assert result.returncode == 1
+  assert f"error: workdir {workdir}: {workdir} is a file; expected a directory" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_workdir_is_named(tmp_path):
+  (tmp_path / "ro").mkdir(0o500)
+  with pytest.raises(PermissionError, match=f"{tmp_path}/ro is not writable"):
+    run.run(ce_cifar.get_config("smoke"), str(tmp_path / "ro" / "w"))
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
+  path = files.write_json_atomic(str(tmp_path / "a.json"), {"old": 1})
+
+  def replace(*_):
+    raise OSError("disk gone")
+
+  monkeypatch.setattr(os, "replace", replace)
+  with pytest.raises(OSError, match="disk gone"):
+    files.write_json_atomic(path, {"new": 2})
+  assert files.read_json(path, "a") == {"old": 1} and os.listdir(tmp_path) == ["a.json"]
