@@ -142,13 +142,13 @@ SAFE_TO_CHANGE = ("train.epochs", "train.eval_every_epochs", "train.checkpoint_e
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
-  """{'a.b': value} of a nested dict, tuples as lists (the JSON form)."""
+  """{'a.b': value} of a nested dict."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
       out.update(flat(value, f"{prefix}{key}."))
     else:
-      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+      out[f"{prefix}{key}"] = value
   return out
 
 

@@ -39,6 +39,7 @@ from lt_jax.data import longtail
 from lt_jax.data import stream
 from lt_jax.models import convert_torchvision
 
+
 def normalisation_stats(config: ml_collections.ConfigDict, train_images) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel mean and std from ``config.augment`` or, when empty, from the training images."""
   if len(config.augment.mean) and len(config.augment.std):
