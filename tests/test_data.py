@@ -472,6 +472,115 @@ def test_folder_builder_errors(tmp_path):
   assert resized.train.images.shape[1:] == (6, 6, 3)
 
 
+def test_damaged_zips_are_named_as_damaged(tmp_path):
+  data_dir = tmp_path / "tfds"
+  archive = zip_folder(write_tiny_folder(tmp_path / "tiny"), tmp_path / "tiny.zip")
+  whole = archive.read_bytes()
+  cut = tmp_path / "cut.zip"
+  cut.write_bytes(whole[:len(whole) // 2])
+  with pytest.raises(ValueError) as error:
+    data_lib.load(folder_config(cut, data_dir))
+  message = str(error.value)
+  assert f"dataset.path={str(cut)!r} is a damaged zip file of {len(whole) // 2} bytes" in message
+  assert "zipfile:" in message and "download or copy it again" in message
+  assert "neither a folder nor" not in message
+  # No .zip suffix, but the zip magic: still a damaged zip; other files are neither.
+  magic = tmp_path / "images.bin"
+  magic.write_bytes(whole[:100])
+  with pytest.raises(ValueError, match=r"images.bin' is a damaged zip file"):
+    data_lib.load(folder_config(magic, data_dir))
+  (tmp_path / "empty.zip").write_bytes(b"")
+  with pytest.raises(ValueError, match=r"empty.zip' is a damaged zip file of 0 bytes"):
+    data_lib.load(folder_config(tmp_path / "empty.zip", data_dir))
+  (tmp_path / "notes.txt").write_text("hello")
+  with pytest.raises(ValueError, match="neither a folder nor a .zip file; expected"):
+    data_lib.load(folder_config(tmp_path / "notes.txt", data_dir))
+
+
+def test_a_damaged_zip_member_is_named(tmp_path):
+  archive = zip_folder(write_tiny_folder(tmp_path / "tiny"), tmp_path / "tiny.zip")
+  member = "train/cat/001.png"
+  with zipfile.ZipFile(archive) as z:
+    png = z.read(member)
+  whole = archive.read_bytes()
+  start = whole.index(png)  # stored, not deflated: the member's bytes appear as they are
+  middle = start + len(png) // 2
+  archive.write_bytes(whole[:middle] + bytes([whole[middle] ^ 0xFF]) + whole[middle + 1:])
+  with pytest.raises(ValueError) as error:
+    data_lib.load(folder_config(archive, tmp_path / "tfds"))
+  message = str(error.value)
+  assert f"cannot read {member!r} in {archive}: the zip member is damaged" in message
+  assert "CRC" in message
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (b"not a png", "PIL cannot identify it as an image of 9 bytes"),
+    ("truncated", "OSError: image file is truncated"),
+])
+def test_an_unreadable_image_names_the_file_and_the_reason(tmp_path, bad, reason):
+  source = write_tiny_folder(tmp_path / "tiny")
+  if bad == "truncated":
+    whole = (source / "train/dog/001.png").read_bytes()
+    bad = whole[:len(whole) // 2]
+  (source / "train/dog/001.png").write_bytes(bad)
+  for path in (source, zip_folder(source, tmp_path / "tiny.zip", "tiny/")):
+    prefix = "tiny/" if path.suffix == ".zip" else ""
+    with pytest.raises(ValueError) as error:
+      data_lib.load(folder_config(path, tmp_path / "tfds"))
+    message = str(error.value)
+    assert f"cannot decode image '{prefix}train/dog/001.png' in {path}: {reason}" in message
+    assert "replace or remove the file" in message
+
+
+def test_a_class_folder_without_images_is_named(tmp_path):
+  data_dir = tmp_path / "tfds"
+  source = write_tiny_folder(tmp_path / "tiny")
+  data_lib.load(folder_config(source, data_dir))  # built and cached without the new folder
+  (source / "train/emu").mkdir()
+  (source / "test/emu").mkdir()
+  with pytest.raises(ValueError, match=r"class folder 'train/emu' has no images \(it is empty\)"):
+    data_lib.load(folder_config(source, data_dir))
+  Image.fromarray(tiny_pixels("cat", "train", 0)).save(source / "train/emu/0.webp")
+  (source / "train/emu/deeper").mkdir()
+  Image.fromarray(tiny_pixels("cat", "train", 0)).save(source / "train/emu/deeper/1.png")
+  with pytest.raises(ValueError) as error:
+    data_lib.load(folder_config(source, data_dir))
+  assert "class folder 'train/emu' has no images (it holds 2 other files, e.g. ['0.webp', " \
+         "'deeper/1.png']; only *.jpg|jpeg|png directly inside are read)" in str(error.value)
+  # A zip's folder entry for an empty class.
+  (source / "train/emu/0.webp").unlink()
+  (source / "train/emu/deeper/1.png").unlink()
+  (source / "train/emu/deeper").rmdir()
+  (source / "train/emu").rmdir()
+  archive = zip_folder(source, tmp_path / "tiny.zip", "top/")
+  with zipfile.ZipFile(archive, "a") as z:
+    z.writestr("top/test/emu/", b"")
+  with pytest.raises(ValueError, match=r"tiny.zip: class folder 'top/test/emu' has no images"):
+    data_lib.load(folder_config(archive, data_dir))
+
+
+def test_lists_naming_a_missing_image_name_the_list_and_the_file(tmp_path):
+  from lt_jax.data import split_lists  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "root"
+  (root / "a").mkdir(parents=True)
+  Image.fromarray(tiny_pixels("cat", "train", 0)).save(root / "a/1.png")
+  (tmp_path / "train.txt").write_text("a/1.png 0\na/2.png 0\n")
+  (tmp_path / "test.txt").write_text("a/1.png 0\n")
+  lists = {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}
+  with pytest.raises(FileNotFoundError) as error:
+    split_lists.load_split_files(str(root), lists)
+  assert (f"1 of 2 images listed in {tmp_path / 'train.txt'} are missing under "
+          f"dataset.path={str(root)!r}, e.g. {tmp_path / 'train.txt'}:2: a/2.png") in str(error.value)
+  annotations = {"images": [{"id": 1, "file_name": "a/1.png"}, {"id": 2, "file_name": "b/9.png"}],
+                 "annotations": [{"image_id": 1, "category_id": 0},
+                                 {"image_id": 2, "category_id": 0}]}
+  (tmp_path / "train.json").write_text(json.dumps(annotations))
+  lists = {"train": str(tmp_path / "train.json"), "test": str(tmp_path / "train.json")}
+  with pytest.raises(FileNotFoundError) as error:
+    split_lists.load_inat_json(str(root), lists)
+  assert f"{tmp_path / 'train.json'}:images[1]: b/9.png" in str(error.value)
+
+
 def test_cifar10_lt_from_the_shared_zip(tmp_path):
   if not CIFAR10_ZIP.exists():
     pytest.skip(f"the shared CIFAR-10 image-folder zip is absent ({CIFAR10_ZIP})")

@@ -16,6 +16,9 @@ or under its one top-level folder. Other files and deeper folders are ignored.
   ``array_record`` files under ``<data_dir>/lt_jax_image_folder/<config>/1.0.0``. The config
   name holds a hash of the source path, its size and mtime (every file's, for a folder) and the
   image size, so a changed source is built again; old builds are left in place.
+- Bad data fails before training, naming the file and what is wrong: a damaged (truncated,
+  corrupt) zip, a zip member that does not read back (CRC or inflate error), an image that does
+  not decode, and a class folder with no .jpg|jpeg|png images. Nothing is skipped silently.
 """
 
 import contextlib
@@ -28,9 +31,11 @@ import os
 import re
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 from PIL import Image
+from PIL import UnidentifiedImageError
 import tensorflow_datasets as tfds
 
 BUILDER_NAME = "lt_jax_image_folder"
@@ -38,6 +43,9 @@ DATASET_VERSION = "1.0.0"
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+ZIP_MAGIC = b"PK"
+# What a damaged zip or zip member raises while zipfile reads it.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +61,34 @@ def is_zip(path: str) -> bool:
   return os.path.isfile(path) and zipfile.is_zipfile(path)
 
 
+def looks_like_zip(path: str) -> bool:
+  """True for a file named ``*.zip`` or starting with the zip magic ``PK`` (even if damaged)."""
+  if path.lower().endswith(".zip"):
+    return True
+  try:
+    with open(path, "rb") as f:
+      return f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+  except OSError:
+    return False
+
+
+def check_zip(path: str) -> None:
+  """ValueError naming ``dataset.path`` when the zip's directory does not read (truncated, corrupt).
+
+  Reads the central directory only; member data are checked (CRC) as they are read.
+  """
+  try:
+    with zipfile.ZipFile(path):
+      pass
+  except PermissionError:
+    raise
+  except ZIP_ERRORS as e:
+    raise ValueError(
+        f"dataset.path={path!r} is a damaged zip file of {os.path.getsize(path)} bytes (zipfile: "
+        f"{e}); expected a complete .zip of split/class/image files; download or copy it "
+        "again") from e
+
+
 def check_source(path: str) -> str:
   """The absolute path, or FileNotFoundError / ValueError naming ``dataset.path``."""
   if not path:
@@ -62,9 +98,13 @@ def check_source(path: str) -> str:
   if not os.path.exists(path):
     raise FileNotFoundError(f"dataset.path={path!r} does not exist; expected a folder or .zip laid "
                             "out split/class/*.jpg|jpeg|png")
-  if not (os.path.isdir(path) or is_zip(path)):
-    raise ValueError(f"dataset.path={path!r} is neither a folder nor a .zip file")
-  return path
+  if os.path.isdir(path):
+    return path
+  if os.path.isfile(path) and (zipfile.is_zipfile(path) or looks_like_zip(path)):
+    check_zip(path)
+    return path
+  raise ValueError(f"dataset.path={path!r} is neither a folder nor a .zip file; expected a folder "
+                   "or .zip laid out split/class/*.jpg|jpeg|png")
 
 
 class SourceReader(contextlib.AbstractContextManager):
@@ -84,9 +124,39 @@ class SourceReader(contextlib.AbstractContextManager):
       names.extend(f if rel == "." else f"{rel}/{f}" for f in files)
     return names
 
-  def read(self, name: str) -> bytes:
+  def dirs(self) -> list[str]:
+    """Relative posix names of the folders (a zip's: its folder entries and files' parents)."""
     if self._zip is not None:
-      return self._zip.read(name)
+      dirs = set()
+      for name in self._zip.namelist():
+        parts = name.rstrip("/").split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        if name.endswith("/"):
+          dirs.add(name.rstrip("/"))
+      return sorted(dirs)
+    dirs = []
+    for root, subdirs, _ in os.walk(self.path):
+      rel = os.path.relpath(root, self.path).replace(os.sep, "/")
+      dirs.extend(d if rel == "." else f"{rel}/{d}" for d in subdirs)
+    return dirs
+
+  def empty_dirs(self) -> list[str]:
+    """Sorted relative names of the folders of a folder source that hold nothing at all."""
+    if self._zip is not None:
+      return []
+    return sorted(os.path.relpath(root, self.path).replace(os.sep, "/")
+                  for root, subdirs, files in os.walk(self.path)
+                  if not subdirs and not files and root != self.path)
+
+  def read(self, name: str) -> bytes:
+    """The bytes of ``name``; ValueError naming the member of a zip that does not read back."""
+    if self._zip is not None:
+      try:
+        return self._zip.read(name)
+      except ZIP_ERRORS as e:
+        raise ValueError(
+            f"cannot read {name!r} in {self.path}: the zip member is damaged ({type(e).__name__}: "
+            f"{e}); download or copy the zip again") from e
     with open(os.path.join(self.path, name), "rb") as f:
       return f.read()
 
@@ -98,11 +168,16 @@ class SourceReader(contextlib.AbstractContextManager):
     self.close()
 
 
+def _hidden(part: str) -> bool:
+  """Dot files and folders and macOS zip metadata, which the layout ignores."""
+  return part.startswith(".") or part == "__MACOSX"
+
+
 def _image_parts(name: str) -> tuple[str, str, str] | None:
   """(split, class, file) for ``split/class/file.<image suffix>``; None for anything else."""
   parts = name.split("/")
   if (len(parts) != 3 or not parts[2].lower().endswith(IMAGE_SUFFIXES)
-      or any(p.startswith(".") or p == "__MACOSX" for p in parts)):
+      or any(map(_hidden, parts))):
     return None
   return parts[0], parts[1], parts[2]
 
@@ -110,7 +185,7 @@ def _image_parts(name: str) -> tuple[str, str, str] | None:
 def _strip_top_folder(names: list[str]) -> tuple[str, list[str]]:
   """(prefix, names without it): descends into a single top-level folder holding the splits."""
   tops = {n.split("/", 1)[0] for n in names if "/" in n}
-  tops = {t for t in tops if not (t.startswith(".") or t == "__MACOSX")}
+  tops = {t for t in tops if not _hidden(t)}
   if not tops & set(SPLITS) and len(tops) == 1:
     prefix = tops.pop() + "/"
     return prefix, [n[len(prefix):] for n in names if n.startswith(prefix)]
@@ -126,6 +201,18 @@ def list_images(reader: SourceReader) -> Listing:
     parts = _image_parts(name)
     if parts and parts[0] in by_split:
       by_split[parts[0]].setdefault(parts[1], []).append(parts[2])
+  class_dirs = sorted(
+      (SPLITS.index(parts[0]), "/".join(parts))
+      for parts in (d[len(prefix):].split("/") for d in reader.dirs() if d.startswith(prefix))
+      if len(parts) == 2 and parts[0] in by_split and not any(map(_hidden, parts)))
+  for _, folder in class_dirs:
+    if folder.split("/")[1] in by_split[folder.split("/")[0]]:
+      continue
+    inside = sorted(n[len(folder) + 1:] for n in names if n.startswith(folder + "/"))
+    held = (f"it holds {len(inside)} other files, e.g. {inside[:3]}; only *.jpg|jpeg|png directly "
+            "inside are read" if inside else "it is empty")
+    raise ValueError(f"{path}: class folder {prefix + folder!r} has no images ({held}); put its "
+                     "images there or remove the folder")
   for split in SPLITS:
     if not by_split[split]:
       raise ValueError(f"{path}: split {split!r} has no images; expected "
@@ -151,14 +238,17 @@ def fingerprint(path: str, image_size: int) -> str:
     stats = []
     with SourceReader(path) as reader:
       names = sorted(reader.names())
+      empty = reader.empty_dirs()
     for name in names:
       st = os.stat(os.path.join(path, name))
       stats.append((name, st.st_size, st.st_mtime_ns))
   else:
     st = os.stat(path)
-    stats = [(st.st_size, st.st_mtime_ns)]
-  key = json.dumps({"path": path, "files": stats, "image_size": image_size,
-                    "version": DATASET_VERSION})
+    stats, empty = [(st.st_size, st.st_mtime_ns)], []
+  key = {"path": path, "files": stats, "image_size": image_size, "version": DATASET_VERSION}
+  if empty:  # an added empty class folder is a change (the key of other sources stays as it was)
+    key["empty_dirs"] = empty
+  key = json.dumps(key)
   return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -174,7 +264,10 @@ def open_image(data: bytes, where: str) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(f"cannot decode image {where}: {e}") from e
+    reason = (f"PIL cannot identify it as an image of {len(data)} bytes (not a JPEG / PNG, or "
+              "its header is damaged)" if isinstance(e, UnidentifiedImageError)
+              else f"{type(e).__name__}: {e}")
+    raise ValueError(f"cannot decode image {where}: {reason}; replace or remove the file") from e
   return image
 
 
