@@ -1,7 +1,7 @@
 """Comparison plots across finished runs: per-class recall side by side, confusion matrices in a row.
 
 Reads what every run leaves in its workdir: the last ``eval`` record of ``metrics.jsonl`` (per-class
-recall and the confusion matrix) and ``data_selection.json`` (class names, training counts).
+recall), ``confusion.npz`` and ``data_selection.json`` (class names, training counts).
 """
 
 import os
@@ -50,7 +50,8 @@ def compare_plots(workdirs: dict[str, str], out: str) -> list[str]:
       raise ValueError(f"{label}: {len(record['per_class_recall'])} classes, {labels[0]} has {len(names)}")
   os.makedirs(out, exist_ok=True)
   return [_recall_bars(labels, evals, names, counts, os.path.join(out, "per_class_recall.png")),
-          _confusions(labels, evals, names, os.path.join(out, "confusion.png"))]
+          _confusions(labels, [metric_writer.read_confusion(workdirs[label]) for label in labels], names,
+                      os.path.join(out, "confusion.png"))]
 
 
 def _recall_bars(labels, evals, names, counts, path: str) -> str:
@@ -68,11 +69,13 @@ def _recall_bars(labels, evals, names, counts, path: str) -> str:
   return plots.save_figure(fig, path)
 
 
-def _confusions(labels, evals, names, path: str) -> str:
+def _confusions(labels, confusions, names, path: str) -> str:
   size = max(3, 0.3 * len(names))
   fig, axes = plt.subplots(1, len(labels), figsize=(size * len(labels) + 1, size + 0.6), squeeze=False)
-  for ax, label, record in zip(axes[0], labels, evals):
-    confusion = np.asarray(record["confusion"], float)
+  for ax, label, confusion in zip(axes[0], labels, confusions):
+    if confusion is None:
+      raise FileNotFoundError(f"{label}: no {metric_writer.CONFUSION_FILE} (has the run finished?)")
+    confusion = np.asarray(confusion, float)
     rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)

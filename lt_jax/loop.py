@@ -104,7 +104,9 @@ def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: 
         if metrics[r]:
           writer.write("train", done, step, {**metrics[r], "epoch_seconds": seconds})
         if results:
-          writer.write("eval", done, step, results[r])
+          writer.write("eval", done, step, {k: v for k, v in results[r].items() if k != "confusion"})
+          if done == end:
+            writer.write_confusion(results[r]["confusion"])
       postfix = {"loss": f"{np.mean(losses):.3f}"} if losses else {}
       if results:
         postfix["err"] = f"{np.mean([r['top1_error'] for r in results]):.2f}"

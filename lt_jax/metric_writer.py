@@ -1,15 +1,23 @@
 """Metrics to ``workdir/metrics.jsonl`` (one JSON object a line) and TensorBoard event files.
 
-Each record has a ``kind`` (train | eval) and an ``epoch``. A resumed run may write an epoch again
-(killed after logging, before checkpointing); readers keep the last record per (kind, epoch).
+Each record has a ``kind`` (train | eval) and an ``epoch``: scalars and per-class recall, so a record
+grows with C, not C^2. A resumed run may write an epoch again (killed after logging, before
+checkpointing); readers keep the last record per (kind, epoch). The confusion matrix of the final
+evaluation is written once, compressed, to ``workdir/confusion.npz``.
 """
 
+import io
 import json
 import math
 import os
 
 import jax
+import numpy as np
 from tensorboardX import SummaryWriter
+
+from lt_jax import files
+
+CONFUSION_FILE = "confusion.npz"
 
 
 class MetricWriter:
@@ -31,6 +39,14 @@ class MetricWriter:
         self._tb.add_scalar(f"{kind}/{name}", value, step)
     self._tb.flush()
 
+  def write_confusion(self, confusion) -> None:
+    """counts[true, predicted] of the final evaluation, to ``confusion.npz`` (atomic)."""
+    if not self.active:
+      return
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, confusion=np.asarray(confusion, np.int32))
+    files.write_atomic(os.path.join(os.path.dirname(self.path), CONFUSION_FILE), buffer.getvalue())
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
@@ -48,3 +64,12 @@ def read_records(workdir: str, kind: str, max_epoch: int | None = None) -> list[
       if record["kind"] == kind and (max_epoch is None or record["epoch"] <= max_epoch):
         by_epoch[record["epoch"]] = record
   return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def read_confusion(workdir: str) -> np.ndarray | None:
+  """The final confusion matrix of a finished run (None before the run has finished)."""
+  path = os.path.join(workdir, CONFUSION_FILE)
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as saved:
+    return saved["confusion"]

@@ -42,7 +42,8 @@ def top_k_error(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def evaluate(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray) -> dict:
-  """All evaluation figures, JSON-able; errors and accuracies in percent.
+  """All evaluation figures; errors and accuracies in percent. Everything but ``confusion`` (a
+  (C, C) int array, C^2 numbers: written once at the end of a run, ``metric_writer``) is JSON-able.
 
   Shot-group accuracy is over the test samples of the group's classes (None for an empty group).
   """
@@ -54,7 +55,7 @@ def evaluate(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray) -
       "top1_error": top_k_error(logits, labels, 1),
       "top5_error": top_k_error(logits, labels, 5),
       "per_class_recall": [None if np.isnan(r) else float(r) for r in recall],
-      "confusion": confusion.tolist(),
+      "confusion": confusion,
   }
   for group, mask in shot_groups(train_counts).items():
     total = confusion[mask].sum()

@@ -1,4 +1,9 @@
-"""PNG plots written at the end of a run: label histogram, per-class recall, confusion, curves."""
+"""PNG plots written at the end of a run: label histogram, per-class recall, confusion, curves.
+
+Bounded for thousands of classes: per-class bars are at most ``MAX_WIDTH`` inches wide and name
+their classes only up to ``MAX_NAMED`` of them; the confusion matrix is drawn up to
+``MAX_CONFUSION`` classes (``confusion.npz`` holds it at any size).
+"""
 
 import os
 
@@ -7,6 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+MAX_WIDTH = 24  # inches
+MAX_NAMED = 60
+MAX_CONFUSION = 100
 
 
 def save_figure(fig, path: str) -> str:
@@ -17,12 +26,21 @@ def save_figure(fig, path: str) -> str:
   return path
 
 
+def _class_bars(values, class_names, color: str):
+  """A bar per class, as wide as the classes need up to MAX_WIDTH; names only up to MAX_NAMED."""
+  fig, ax = plt.subplots(figsize=(min(MAX_WIDTH, max(4, 0.35 * len(values))), 3))
+  ax.bar(range(len(values)), values, color=color, width=1.0 if len(values) > MAX_NAMED else 0.8)
+  if len(values) <= MAX_NAMED:
+    ax.set_xticks(range(len(values)), class_names, rotation=90, fontsize=7)
+  else:
+    ax.set_xlabel(f"class (of {len(values)})")
+  return fig, ax
+
+
 def label_histogram(counts, class_names, path: str, title: str = "training labels") -> str:
   """Bar chart of images per class (log scale shows the tail)."""
-  fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(counts)), 3))
-  ax.bar(range(len(counts)), counts, color="tab:blue")
+  fig, ax = _class_bars(counts, class_names, "tab:blue")
   ax.set_yscale("log")
-  ax.set_xticks(range(len(counts)), class_names, rotation=90, fontsize=7)
   ax.set_ylabel("images")
   ax.set_title(title)
   return save_figure(fig, path)
@@ -31,10 +49,8 @@ def label_histogram(counts, class_names, path: str, title: str = "training label
 def per_class_recall(recall, class_names, path: str, title: str = "per-class recall") -> str:
   """Bar chart of each class's test recall, classes in training-frequency order."""
   recall = np.array([np.nan if r is None else r for r in recall], float)
-  fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(recall)), 3))
-  ax.bar(range(len(recall)), 100 * recall, color="tab:green")
+  fig, ax = _class_bars(100 * recall, class_names, "tab:green")
   ax.set_ylim(0, 100)
-  ax.set_xticks(range(len(recall)), class_names, rotation=90, fontsize=7)
   ax.set_ylabel("recall %")
   ax.set_title(title)
   return save_figure(fig, path)
@@ -68,16 +84,20 @@ def learning_curves(train_records, eval_records, path: str) -> str:
   return save_figure(fig, path)
 
 
-def write_all(workdir: str, class_names, train_counts, final_eval, train_records, eval_records):
-  """All four plots into ``workdir/plots``; returns their paths."""
+def write_all(workdir: str, class_names, train_counts, final_eval, confusion, train_records,
+              eval_records):
+  """The plots into ``workdir/plots`` (the confusion matrix when given and at most MAX_CONFUSION
+  classes); returns their paths."""
   out = os.path.join(workdir, "plots")
   os.makedirs(out, exist_ok=True)
-  return [
+  paths = [
       label_histogram(train_counts, class_names, os.path.join(out, "train_labels.png")),
       per_class_recall(final_eval["per_class_recall"], class_names, os.path.join(out, "per_class_recall.png")),
-      confusion_matrix(final_eval["confusion"], class_names, os.path.join(out, "confusion.png")),
       learning_curves(train_records, eval_records, os.path.join(out, "learning_curves.png")),
   ]
+  if confusion is not None and len(class_names) <= MAX_CONFUSION:
+    paths.append(confusion_matrix(confusion, class_names, os.path.join(out, "confusion.png")))
+  return paths
 
 
 def modulation_tsne(modulation, labels, class_names, path: str, title: str = "") -> str:

@@ -75,6 +75,7 @@ def finish(workdir: str, *, replicas: int, epochs: int, class_names, class_count
       eval_records = metric_writer.read_records(folder, "eval", max_epoch=epochs)
       try:
         plots_lib.write_all(folder, class_names, class_counts, eval_records[-1],
+                            metric_writer.read_confusion(folder),
                             metric_writer.read_records(folder, "train", max_epoch=epochs), eval_records)
       except Exception as e:  # pylint: disable=broad-except
         logging.warning("plots of %s failed (%s: %s); summary.json is written", folder,

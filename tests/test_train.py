@@ -12,6 +12,7 @@ from configs import ce_cifar
 from lt_jax import checkpointing
 from lt_jax import config as config_lib
 from lt_jax import loop
+from lt_jax import metric_writer
 from lt_jax import run
 from lt_jax import train
 
@@ -43,6 +44,8 @@ def test_smoke_run_writes_outputs(tmp_path):
   for name in ("train_labels", "per_class_recall", "confusion", "learning_curves"):
     assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 0
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert all("confusion" not in r for r in records)  # C^2 numbers: once, at the end
+  assert metric_writer.read_confusion(str(tmp_path)).shape == (10, 10)
   assert [r["epoch"] for r in records if r["kind"] == "train"] == [1, 2]
   assert all(r["compiles"] == 1 for r in records if r["kind"] == "train")
   assert os.listdir(tmp_path / "tensorboard")
@@ -141,3 +144,19 @@ def test_rerun_with_another_config_is_refused_and_safe_changes_are_recorded(tmp_
   changes = [json.loads(line) for line in open(tmp_path / "run" / "config_changes.jsonl")]
   assert [c["changed"] for c in changes] == [{"train.epochs": {"was": 1, "now": 2}}]
   assert json.load(open(tmp_path / "run" / "config.json"))["train"]["epochs"] == 2
+
+
+def test_plots_stay_bounded_for_thousands_of_classes(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from lt_jax import plots  # pylint: disable=g-import-not-at-top
+  num_classes = 2000
+  counts = np.maximum(1, (500 * 0.99 ** np.arange(num_classes)).astype(int))
+  recall = list(np.linspace(1, 0, num_classes))
+  records = [{"epoch": 1, "loss": 1.0, "top1_error": 50.0}]
+  paths = plots.write_all(str(tmp_path), [f"c{i}" for i in range(num_classes)], counts,
+                          {"per_class_recall": recall}, np.zeros((num_classes,) * 2, np.int32),
+                          records, records)
+  assert sorted(os.path.basename(p) for p in paths) == ["learning_curves.png", "per_class_recall.png",
+                                                        "train_labels.png"]  # no 2000 x 2000 matrix
+  for path in paths:
+    assert Image.open(path).size[0] <= plots.MAX_WIDTH * 120
