@@ -60,19 +60,17 @@ def finish(workdir: str, *, replicas: int, epochs: int, class_names, class_count
   The summary is rebuilt from ``metrics.jsonl`` (the last record per epoch), so a resumed run's
   equals an uninterrupted one's. ``extra``: fields added to each replica's summary.
   """
-  summaries = []
-  for r, folder in enumerate(replica_dirs(workdir, replicas)):
-    summary = summarise(metric_writer.read_records(folder, "eval", max_epoch=epochs))
-    summary.update((extra or [{}] * replicas)[r])
-    summaries.append(summary)
+  folders = replica_dirs(workdir, replicas)
+  evals = [metric_writer.read_records(folder, "eval", max_epoch=epochs) for folder in folders]
+  extra = extra or [{}] * replicas
+  summaries = [{**summarise(records), **extra[r]} for r, records in enumerate(evals)]
   summary = summaries[0] if replicas == 1 else aggregate(summaries)
   if jax.process_index() != 0:
     return summary
   files.write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary)
   if plots:  # after the summary: a failed plot is a warning, never a lost run
     from lt_jax import plots as plots_lib  # pylint: disable=g-import-not-at-top  (matplotlib)
-    for folder in replica_dirs(workdir, replicas):
-      eval_records = metric_writer.read_records(folder, "eval", max_epoch=epochs)
+    for folder, eval_records in zip(folders, evals):
       try:
         plots_lib.write_all(folder, class_names, class_counts, eval_records[-1],
                             metric_writer.read_confusion(folder),

@@ -118,11 +118,15 @@ class SourceReader(contextlib.AbstractContextManager):
     """Relative posix names of the files."""
     if self._zip is not None:
       return [name for name in self._zip.namelist() if not name.endswith("/")]
-    names = []
-    for root, _, files in os.walk(self.path):
+    return self._walk(lambda subdirs, files: files)
+
+  def _walk(self, pick) -> list[str]:
+    """Relative posix names of what ``pick(subdirs, files)`` selects in each folder of the tree."""
+    out = []
+    for root, subdirs, files in os.walk(self.path):
       rel = os.path.relpath(root, self.path).replace(os.sep, "/")
-      names.extend(f if rel == "." else f"{rel}/{f}" for f in files)
-    return names
+      out.extend(n if rel == "." else f"{rel}/{n}" for n in pick(subdirs, files))
+    return out
 
   def dirs(self) -> list[str]:
     """Relative posix names of the folders (a zip's: its folder entries and files' parents)."""
@@ -134,11 +138,7 @@ class SourceReader(contextlib.AbstractContextManager):
         if name.endswith("/"):
           dirs.add(name.rstrip("/"))
       return sorted(dirs)
-    dirs = []
-    for root, subdirs, _ in os.walk(self.path):
-      rel = os.path.relpath(root, self.path).replace(os.sep, "/")
-      dirs.extend(d if rel == "." else f"{rel}/{d}" for d in subdirs)
-    return dirs
+    return self._walk(lambda subdirs, files: subdirs)
 
   def empty_dirs(self) -> list[str]:
     """Sorted relative names of the folders of a folder source that hold nothing at all."""
@@ -201,18 +201,17 @@ def list_images(reader: SourceReader) -> Listing:
     parts = _image_parts(name)
     if parts and parts[0] in by_split:
       by_split[parts[0]].setdefault(parts[1], []).append(parts[2])
-  class_dirs = sorted(
-      (SPLITS.index(parts[0]), "/".join(parts))
-      for parts in (d[len(prefix):].split("/") for d in reader.dirs() if d.startswith(prefix))
-      if len(parts) == 2 and parts[0] in by_split and not any(map(_hidden, parts)))
-  for _, folder in class_dirs:
-    if folder.split("/")[1] in by_split[folder.split("/")[0]]:
-      continue
-    inside = sorted(n[len(folder) + 1:] for n in names if n.startswith(folder + "/"))
-    held = (f"it holds {len(inside)} other files, e.g. {inside[:3]}; only *.jpg|jpeg|png directly "
-            "inside are read" if inside else "it is empty")
-    raise ValueError(f"{path}: class folder {prefix + folder!r} has no images ({held}); put its "
-                     "images there or remove the folder")
+  folders = [d[len(prefix):] for d in reader.dirs() if d.startswith(prefix)]
+  for split in SPLITS:  # train's class folders first
+    for folder in sorted(f for f in folders if f.startswith(split + "/")):
+      cls = folder[len(split) + 1:]
+      if "/" in cls or _hidden(cls) or cls in by_split[split]:
+        continue
+      inside = sorted(n[len(folder) + 1:] for n in names if n.startswith(folder + "/"))
+      held = (f"it holds {len(inside)} other files, e.g. {inside[:3]}; only *.jpg|jpeg|png "
+              "directly inside are read" if inside else "it is empty")
+      raise ValueError(f"{path}: class folder {prefix + folder!r} has no images ({held}); put its "
+                       "images there or remove the folder")
   for split in SPLITS:
     if not by_split[split]:
       raise ValueError(f"{path}: split {split!r} has no images; expected "
