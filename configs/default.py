@@ -48,6 +48,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model.classifier = "linear"  # linear | cosine (LDAM's normed linear, no bias)
   c.model.bbn_branch_blocks = 1  # bbn_resnet*: last-stage blocks each branch owns (1 = BBN's; n = all of stage 3)
   c.model.bbn_mix_scale = 2.0  # bbn_resnet*: s in z = W^T (s [alpha f_c, (1-alpha) f_r]) + b (2 = BBN code, 1 = paper Eq. 1)
+  c.model.sync_batch_norm = False  # BatchNorm statistics over the global batch (all devices), not per device
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
   c.model.init_checkpoint = ""  # converted torchvision weights (lt_jax.models.convert_torchvision)
 

@@ -8,6 +8,9 @@ device-level loss is a share whose device mean is the global loss, gradients and
 are averaged, and weights normalise over the global batch. Reports the largest absolute
 difference of the new params, meta state and loss.
 
+With ``model.sync_batch_norm`` a BatchNorm ResNet's 8-device step must equal the one-device step
+too (batch statistics over the global batch), parameters and running statistics alike.
+
 And the in-memory feed's batch: each of the 8 devices builds only its share
 (``programs.device_batch``); the shares, concatenated, must equal the one-device global batch
 bit for bit (ids, labels, augmented images, meta batch; with BBN's extra reversed batch).
@@ -38,6 +41,8 @@ CASES = {
     "cbmeta": (cbmeta_cifar, {}, "meta"),
     "mfm_network": (mfm_cifar, {"mfm.points": ("conv3", "fc1")}, "meta"),
     "mfm_per_sample": (mfm_cifar, {"mfm.points": ("fc1",), "mfm.generator": "per_sample"}, "meta"),
+    "erm_sync_bn": (ce_cifar, {"model.name": "resnet8", "model.width": 4, "model.sync_batch_norm": True}, None),
+    "erm_per_device_bn": (ce_cifar, {"model.name": "resnet8", "model.width": 4}, None),  # differs
 }
 
 
@@ -49,7 +54,12 @@ def max_difference(a, b) -> float:
 def compare(config_module, fields, phase) -> dict:
   config = tiny_config(config_module, **{"model.name": "lenet", "dataset.image_size": 28, **fields})
   ctx, method, state, batch = step_setup(config, image_shape=(28, 28, 1), batch_size=16, meta_batch=8)
-  single, single_metrics = jax.jit(lambda s, b: method.train_step(s, b, ctx, phase))(state, batch)
+  if config.model.sync_batch_norm:  # the one-device reference: the same model, no axis to sync over
+    config.model.sync_batch_norm = False
+    single_ctx = step_setup(config, image_shape=(28, 28, 1), batch_size=16, meta_batch=8)[0]
+  else:
+    single_ctx = ctx
+  single, single_metrics = jax.jit(lambda s, b: method.train_step(s, b, single_ctx, phase))(state, batch)
 
   mesh = parallel.data_mesh()
   sharded_ctx = dataclasses.replace(ctx, axis_name=parallel.AXIS)
@@ -62,6 +72,7 @@ def compare(config_module, fields, phase) -> dict:
       parallel.replicate(state, mesh), parallel.replicate(batch, mesh))
   return {"devices": mesh.size, "params": max_difference(single.params, multi.params),
           "meta": max_difference(single.hparams, multi.hparams),
+          "batch_stats": max_difference(single.batch_stats, multi.batch_stats),
           "loss": abs(float(single_metrics["loss"]) - float(multi_loss)),
           "param_change": max_difference(single.params, state.params)}
 

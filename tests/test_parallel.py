@@ -27,16 +27,20 @@ def test_eight_device_step_equals_one_device_step_on_the_global_batch():
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   report = json.loads(done.stdout.strip().splitlines()[-1])
+  per_device_bn = report.pop("erm_per_device_bn")  # 2 samples' statistics per device: not equal
+  assert per_device_bn["batch_stats"] > 1e-3 and per_device_bn["params"] > 1e-4, per_device_bn
   batch = report.pop("device_batch")  # each device builds only its share of the global batch
   assert {"images", "labels", "ids", "meta_images", "reversed_images"} <= set(batch["keys"]), batch
   assert batch["images_vary"] > 0.1 and batch["batch"] == 0.0, batch
-  assert set(report) == {"erm_cb_drw", "l2rw", "mwnet", "cbmeta", "mfm_network", "mfm_per_sample"}
+  assert set(report) == {"erm_cb_drw", "l2rw", "mwnet", "cbmeta", "mfm_network", "mfm_per_sample",
+                         "erm_sync_bn"}
   for case, result in report.items():
     assert result["devices"] == 8
     assert result["param_change"] > 1e-3, case  # the step moved w, so the comparison is not vacuous
     assert result["params"] < 1e-6, (case, result)
     assert result["meta"] < 1e-5, (case, result)
     assert result["loss"] < 1e-5, (case, result)
+    assert result["batch_stats"] < 1e-5, (case, result)
 
 
 def test_replicas_equal_independent_runs(tmp_path):

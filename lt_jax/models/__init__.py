@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lt_jax import parallel
 from lt_jax.models import bbn
 from lt_jax.models import layers
 from lt_jax.models import lenet
@@ -35,7 +36,9 @@ def get_model(model_config, num_classes: int, dtype: Optional[Any] = None) -> nn
   Args:
     model_config: ``config.model``: ``name``, ``width`` (> 0 overrides the base width, 0 keeps the
       model's own) and ``classifier`` (``linear`` or ``cosine``); for ``bbn_resnet*`` also
-      ``bbn_branch_blocks`` and ``bbn_mix_scale`` (``lt_jax.models.bbn``).
+      ``bbn_branch_blocks`` and ``bbn_mix_scale`` (``lt_jax.models.bbn``); ``sync_batch_norm``
+      (BatchNorm statistics over the global batch of the ``data`` mesh axis, not each device's
+      share; the model must then run under ``lt_jax.parallel``'s ``shard_map`` in training).
     num_classes: C.
     dtype: compute dtype (None: that of the inputs and parameters, float32 normally).
   """
@@ -49,8 +52,12 @@ def get_model(model_config, num_classes: int, dtype: Optional[Any] = None) -> nn
   if num_classes < 1:
     raise ValueError(f"num_classes={num_classes} must be >= 1")
   kwargs = dict(num_classes=num_classes, classifier=classifier, dtype=dtype)
-  if name == "lenet":
+  if name == "lenet":  # no BatchNorm
     return lenet.LeNet(width=width or DEFAULT_WIDTHS["lenet"], **kwargs)
+  sync = model_config.get("sync_batch_norm", False)
+  if not isinstance(sync, bool):
+    raise ValueError(f"model.sync_batch_norm={sync!r} must be True or False")
+  kwargs["bn_axis"] = parallel.AXIS if sync else None
   if name in ("resnet18", "resnet34"):
     build = resnet_cifar.resnet18 if name == "resnet18" else resnet_cifar.resnet34
     return build(width=width or DEFAULT_WIDTHS[name], **kwargs)

@@ -31,7 +31,7 @@ def stages(x: jax.Array, train: bool, part: nn.Module, block_ids: dict[int, rang
   """Blocks ``block_ids[k]`` of each stage k (1-indexed, in order) of ``part``'s ResNet, on x."""
   for k, ids in block_ids.items():
     x = layers.residual_stage(x, train, stage=k, planes=part.width * 2**(k - 1), block_ids=ids,
-                              shortcut=part.shortcut, dtype=part.dtype)
+                              shortcut=part.shortcut, dtype=part.dtype, bn_axis=part.bn_axis)
   return x
 
 
@@ -42,10 +42,11 @@ class Trunk(nn.Module):
   branch_blocks: int
   shortcut: str = "option_a"
   dtype: Optional[layers.Dtype] = None
+  bn_axis: Optional[str] = None  # sync BatchNorm over this mesh axis (model.sync_batch_norm)
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = layers.stem(x, self.width, train, self.dtype)
+    x = layers.stem(x, self.width, train, self.dtype, self.bn_axis)
     *first, last = self.stage_sizes
     shared = [*first, last - self.branch_blocks]  # blocks per stage in the trunk
     return stages(x, train, self, {k: range(n) for k, n in enumerate(shared, start=1)})
@@ -58,6 +59,7 @@ class Branch(nn.Module):
   branch_blocks: int
   shortcut: str = "option_a"
   dtype: Optional[layers.Dtype] = None
+  bn_axis: Optional[str] = None  # sync BatchNorm over this mesh axis (model.sync_batch_norm)
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -85,6 +87,7 @@ class BBNResNet(nn.Module):
   classifier: str = "linear"
   shortcut: str = "option_a"
   dtype: Optional[layers.Dtype] = None
+  bn_axis: Optional[str] = None  # sync BatchNorm over this mesh axis (model.sync_batch_norm)
 
   def modulation_points(self) -> dict[str, int]:
     """None: BBN takes no feature modulation."""
@@ -108,7 +111,7 @@ class BBNResNet(nn.Module):
       x = jnp.asarray(x, self.dtype)
       rebalanced_images = None if rebalanced_images is None else jnp.asarray(rebalanced_images, self.dtype)
     parts = dict(stage_sizes=tuple(self.stage_sizes), width=self.width, branch_blocks=self.branch_blocks,
-                 shortcut=self.shortcut, dtype=self.dtype)
+                 shortcut=self.shortcut, dtype=self.dtype, bn_axis=self.bn_axis)
     trunk = Trunk(**parts, name="trunk")
     shared = trunk(x, train)
     shared_r = shared if rebalanced_images is None else trunk(rebalanced_images, train)
@@ -122,7 +125,7 @@ class BBNResNet(nn.Module):
 
 def bbn_resnet(depth: int, num_classes: int, width: int = 16, classifier: str = "linear",
                dtype: Optional[layers.Dtype] = None, branch_blocks: int = 1,
-               mix_scale: float = 2.0) -> BBNResNet:
+               mix_scale: float = 2.0, bn_axis: Optional[str] = None) -> BBNResNet:
   """BBN on ResNet-{depth} (depth = 6n + 2, option-A shortcuts), e.g. ``bbn_resnet32``."""
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f"model.name='bbn_resnet{depth}': BBN's CIFAR ResNet needs depth 6n + 2 with n >= 1 "
@@ -134,4 +137,5 @@ def bbn_resnet(depth: int, num_classes: int, width: int = 16, classifier: str = 
   if not mix_scale > 0:
     raise ValueError(f"model.bbn_mix_scale={mix_scale!r} must be > 0")
   return BBNResNet(num_classes, stage_sizes=(n, n, n), width=width, branch_blocks=branch_blocks,
-                   mix_scale=float(mix_scale), classifier=classifier, dtype=dtype)
+                   mix_scale=float(mix_scale), classifier=classifier, dtype=dtype,
+                   bn_axis=bn_axis)

@@ -155,10 +155,14 @@ def conv1x1(features: int, stride: int, dtype, name: str) -> nn.Conv:
                  kernel_init=kaiming_normal, dtype=dtype, name=name)
 
 
-def batch_norm(train: bool, dtype, name: str) -> nn.BatchNorm:
-  """BN with batch statistics in training, running averages otherwise (PyTorch momentum / eps)."""
+def batch_norm(train: bool, dtype, name: str, axis: Optional[str] = None) -> nn.BatchNorm:
+  """BN with batch statistics in training, running averages otherwise (PyTorch momentum / eps).
+
+  With ``axis`` (a mesh axis, ``model.sync_batch_norm``) the training statistics are the mean and
+  variance over the whole global batch (``lax.pmean`` over the devices), not each device's share.
+  """
   return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                      dtype=dtype, name=name)
+                      dtype=dtype, axis_name=axis if train else None, name=name)
 
 
 def option_a_shortcut(x: jax.Array, planes: int, stride: int = 2) -> jax.Array:
@@ -181,13 +185,14 @@ class BasicBlock(nn.Module):
   stride: int = 1
   shortcut: str = "option_a"
   dtype: Optional[Dtype] = None
+  bn_axis: Optional[str] = None  # sync BatchNorm over this mesh axis (model.sync_batch_norm)
 
   @nn.compact
   def __call__(self, x, train: bool, conv_modulation=None):
     y = conv3x3(self.planes, self.stride, self.dtype, "conv1")(x)
-    y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
+    y = nn.relu(batch_norm(train, self.dtype, "bn1", self.bn_axis)(y))
     y = conv3x3(self.planes, 1, self.dtype, "conv2")(y)
-    y = batch_norm(train, self.dtype, "bn2")(y)
+    y = batch_norm(train, self.dtype, "bn2", self.bn_axis)(y)
     if conv_modulation is not None:
       y = modulate(y, {"conv": conv_modulation}, "conv")
     residual = x
@@ -196,20 +201,21 @@ class BasicBlock(nn.Module):
         residual = option_a_shortcut(x, self.planes, self.stride)
       else:
         residual = conv1x1(self.planes, self.stride, self.dtype, "shortcut_conv")(x)
-        residual = batch_norm(train, self.dtype, "shortcut_bn")(residual)
+        residual = batch_norm(train, self.dtype, "shortcut_bn", self.bn_axis)(residual)
     return nn.relu(y + residual)
 
 
 # --- Building blocks of networks -----------------------------------------------------------------
 
-def stem(x: jax.Array, width: int, train: bool, dtype) -> jax.Array:
+def stem(x: jax.Array, width: int, train: bool, dtype, bn_axis: Optional[str] = None) -> jax.Array:
   """relu(BN(conv3x3(x))) with ``width`` channels: submodules ``stem_conv``, ``stem_bn``."""
   x = conv3x3(width, 1, dtype, "stem_conv")(x)
-  return nn.relu(batch_norm(train, dtype, "stem_bn")(x))
+  return nn.relu(batch_norm(train, dtype, "stem_bn", bn_axis)(x))
 
 
 def residual_stage(x: jax.Array, train: bool, *, stage: int, planes: int, block_ids: Sequence[int],
-                   shortcut: str, dtype, conv_modulation=None) -> jax.Array:
+                   shortcut: str, dtype, conv_modulation=None,
+                   bn_axis: Optional[str] = None) -> jax.Array:
   """Blocks ``block_ids`` (in order) of stage ``stage`` (1-indexed): submodules ``stage{k}_block{i}``.
 
   Block 0 of stages k > 1 has stride 2. ``conv_modulation`` goes to the last of ``block_ids``
@@ -219,5 +225,5 @@ def residual_stage(x: jax.Array, train: bool, *, stage: int, planes: int, block_
   for i in block_ids:
     modulation = conv_modulation if i == block_ids[-1] else None
     x = BasicBlock(planes, stride=2 if (stage > 1 and i == 0) else 1, shortcut=shortcut, dtype=dtype,
-                   name=f"stage{stage}_block{i}")(x, train, modulation)
+                   bn_axis=bn_axis, name=f"stage{stage}_block{i}")(x, train, modulation)
   return x

@@ -41,6 +41,7 @@ class ResNet(nn.Module):
   shortcut: str = "option_a"
   classifier: str = "linear"
   dtype: Optional[layers.Dtype] = None
+  bn_axis: Optional[str] = None  # sync BatchNorm over this mesh axis (model.sync_batch_norm)
 
   def stage_widths(self) -> tuple[int, ...]:
     return tuple(self.width * 2**k for k in range(len(self.stage_sizes)))
@@ -67,14 +68,14 @@ class ResNet(nn.Module):
     if self.dtype is not None:
       x = jnp.asarray(x, self.dtype)
     if from_stage is None:
-      x = layers.stem(x, self.width, train, self.dtype)
+      x = layers.stem(x, self.width, train, self.dtype, self.bn_axis)
     for k, (blocks, planes) in enumerate(zip(self.stage_sizes, self.stage_widths()), start=1):
       if to_stage is not None and k > to_stage:
         break
       if from_stage is not None and k <= from_stage:  # stages before from_stage already ran
         continue
       x = layers.residual_stage(x, train, stage=k, planes=planes, block_ids=range(blocks),
-                                shortcut=self.shortcut, dtype=self.dtype,
+                                shortcut=self.shortcut, dtype=self.dtype, bn_axis=self.bn_axis,
                                 conv_modulation=(modulation or {}).get(f"block{k}_conv"))
       x = layers.modulate(x, modulation, f"block{k}")
     if to_stage is not None:
@@ -84,25 +85,25 @@ class ResNet(nn.Module):
 
 
 def cifar_resnet(depth: int, num_classes: int, width: int = 16, classifier: str = "linear",
-                 dtype: Optional[layers.Dtype] = None) -> ResNet:
+                 dtype: Optional[layers.Dtype] = None, bn_axis: Optional[str] = None) -> ResNet:
   """ResNet-{depth} with depth = 6n + 2 (8, 14, 20, 32, 44, 56, 110, ...), option-A shortcuts."""
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f"model.name='resnet{depth}': a CIFAR ResNet needs depth 6n + 2 with n >= 1 "
                      "(resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110, ...)")
   n = (depth - 2) // 6
   return ResNet(num_classes, stage_sizes=(n, n, n), width=width, shortcut="option_a",
-                classifier=classifier, dtype=dtype)
+                classifier=classifier, dtype=dtype, bn_axis=bn_axis)
 
 
 def resnet18(num_classes: int, width: int = 64, classifier: str = "linear",
-             dtype: Optional[layers.Dtype] = None) -> ResNet:
+             dtype: Optional[layers.Dtype] = None, bn_axis: Optional[str] = None) -> ResNet:
   """CIFAR ResNet-18: BasicBlocks [2, 2, 2, 2], widths (w, 2w, 4w, 8w), projection shortcuts."""
   return ResNet(num_classes, stage_sizes=(2, 2, 2, 2), width=width, shortcut="projection",
-                classifier=classifier, dtype=dtype)
+                classifier=classifier, dtype=dtype, bn_axis=bn_axis)
 
 
 def resnet34(num_classes: int, width: int = 64, classifier: str = "linear",
-             dtype: Optional[layers.Dtype] = None) -> ResNet:
+             dtype: Optional[layers.Dtype] = None, bn_axis: Optional[str] = None) -> ResNet:
   """CIFAR ResNet-34: BasicBlocks [3, 4, 6, 3], widths (w, 2w, 4w, 8w), projection shortcuts."""
   return ResNet(num_classes, stage_sizes=(3, 4, 6, 3), width=width, shortcut="projection",
-                classifier=classifier, dtype=dtype)
+                classifier=classifier, dtype=dtype, bn_axis=bn_axis)

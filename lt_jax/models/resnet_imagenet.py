@@ -47,22 +47,23 @@ class Bottleneck(nn.Module):
   planes: int
   stride: int = 1
   dtype: Optional[layers.Dtype] = None
+  bn_axis: Optional[str] = None  # sync BatchNorm over this mesh axis (model.sync_batch_norm)
 
   @nn.compact
   def __call__(self, x, train: bool, conv_modulation=None):
     out_planes = self.planes * EXPANSION["bottleneck"]
     y = layers.conv1x1(self.planes, 1, self.dtype, "conv1")(x)
-    y = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(y))
+    y = nn.relu(layers.batch_norm(train, self.dtype, "bn1", self.bn_axis)(y))
     y = layers.conv3x3(self.planes, self.stride, self.dtype, "conv2")(y)
-    y = nn.relu(layers.batch_norm(train, self.dtype, "bn2")(y))
+    y = nn.relu(layers.batch_norm(train, self.dtype, "bn2", self.bn_axis)(y))
     y = layers.conv1x1(out_planes, 1, self.dtype, "conv3")(y)
-    y = layers.batch_norm(train, self.dtype, "bn3")(y)
+    y = layers.batch_norm(train, self.dtype, "bn3", self.bn_axis)(y)
     if conv_modulation is not None:
       y = layers.modulate(y, {"conv": conv_modulation}, "conv")
     residual = x
     if self.stride != 1 or x.shape[-1] != out_planes:
       residual = layers.conv1x1(out_planes, self.stride, self.dtype, "shortcut_conv")(x)
-      residual = layers.batch_norm(train, self.dtype, "shortcut_bn")(residual)
+      residual = layers.batch_norm(train, self.dtype, "shortcut_bn", self.bn_axis)(residual)
     return nn.relu(y + residual)
 
 
@@ -83,6 +84,7 @@ class ImageNetResNet(nn.Module):
   width: int = 64
   classifier: str = "linear"
   dtype: Optional[layers.Dtype] = None
+  bn_axis: Optional[str] = None  # sync BatchNorm over this mesh axis (model.sync_batch_norm)
 
   def stage_widths(self) -> tuple[int, ...]:
     """Output channels of each stage."""
@@ -110,7 +112,7 @@ class ImageNetResNet(nn.Module):
     if from_stage is None:
       x = nn.Conv(self.width, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), use_bias=False,
                   kernel_init=layers.kaiming_normal, dtype=self.dtype, name="stem_conv")(x)
-      x = nn.relu(layers.batch_norm(train, self.dtype, "stem_bn")(x))
+      x = nn.relu(layers.batch_norm(train, self.dtype, "stem_bn", self.bn_axis)(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for k, blocks in enumerate(self.stage_sizes, start=1):
       if to_stage is not None and k > to_stage:
@@ -124,9 +126,9 @@ class ImageNetResNet(nn.Module):
         name = f"stage{k}_block{i}"
         if self.block == "basic":
           x = layers.BasicBlock(planes, stride=stride, shortcut="projection", dtype=self.dtype,
-                                name=name)(x, train, conv_modulation)
+                                bn_axis=self.bn_axis, name=name)(x, train, conv_modulation)
         else:
-          x = Bottleneck(planes, stride=stride, dtype=self.dtype, name=name)(x, train,
+          x = Bottleneck(planes, stride=stride, dtype=self.dtype, bn_axis=self.bn_axis, name=name)(x, train,
                                                                              conv_modulation)
       x = layers.modulate(x, modulation, f"block{k}")
     if to_stage is not None:
@@ -136,13 +138,14 @@ class ImageNetResNet(nn.Module):
 
 
 def imagenet_resnet(depth: int, num_classes: int, width: int = 64, classifier: str = "linear",
-                    dtype: Optional[layers.Dtype] = None) -> ImageNetResNet:
+                    dtype: Optional[layers.Dtype] = None,
+                    bn_axis: Optional[str] = None) -> ImageNetResNet:
   """ImageNet ResNet-{depth}, depth in 10, 18, 34, 50, 101, 152."""
   if depth not in RESNET_DEPTHS:
     raise ValueError(f"an ImageNet ResNet needs depth in {sorted(RESNET_DEPTHS)}, got {depth}")
   block, stage_sizes = RESNET_DEPTHS[depth]
   return ImageNetResNet(num_classes, stage_sizes=stage_sizes, block=block, width=width,
-                        classifier=classifier, dtype=dtype)
+                        classifier=classifier, dtype=dtype, bn_axis=bn_axis)
 
 
 __all__ = ["Bottleneck", "ImageNetResNet", "imagenet_resnet", "RESNET_DEPTHS"]

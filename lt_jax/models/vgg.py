@@ -63,6 +63,7 @@ class VGG(nn.Module):
   dropout: float = 0.0
   classifier: str = "linear"
   dtype: Optional[layers.Dtype] = None
+  bn_axis: Optional[str] = None  # sync BatchNorm over this mesh axis (model.sync_batch_norm)
 
   def scaled(self, channels: int) -> int:
     """``channels`` at width 64 scaled to this model's width."""
@@ -92,7 +93,7 @@ class VGG(nn.Module):
                   kernel_init=layers.kaiming_normal, bias_init=nn.initializers.zeros,
                   dtype=self.dtype, name=f"conv{k}")(x)
       if self.batch_norm:
-        x = layers.batch_norm(train, self.dtype, f"bn{k}")(x)
+        x = layers.batch_norm(train, self.dtype, f"bn{k}", self.bn_axis)(x)
       x = layers.modulate(nn.relu(x), modulation, f"conv{k}")
     features = x
     x = adaptive_avg_pool(x, VGG_POOLED_SIZE).reshape(x.shape[0], -1)  # (h, w, c) order
@@ -110,7 +111,8 @@ class VGG(nn.Module):
 
 
 def vgg11(num_classes: int, width: int = 64, batch_norm: bool = False, dropout: float = 0.0,
-          classifier: str = "linear", dtype: Optional[layers.Dtype] = None) -> VGG:
+          classifier: str = "linear", dtype: Optional[layers.Dtype] = None,
+          bn_axis: Optional[str] = None) -> VGG:
   """VGG-11 (configuration A), optionally with BatchNorm (torchvision ``vgg11_bn``)."""
   return VGG(num_classes, plan=VGG11_LAYERS, width=width, batch_norm=batch_norm,
-             dropout=dropout, classifier=classifier, dtype=dtype)
+             dropout=dropout, classifier=classifier, dtype=dtype, bn_axis=bn_axis)
