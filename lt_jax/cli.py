@@ -225,7 +225,10 @@ def pop_flag(argv: list[str], name: str) -> tuple[str | None, list[str]]:
 def print_usage(usage: str, module_name: str, full: bool = False) -> None:
   """``usage`` and the flags of ``module_name`` (every flag with ``full``)."""
   text = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(module_name).partition("\n")[2]
-  print(usage.strip() + "\n\nflags (--helpfull: all):\n" + text.rstrip("\n"))
+  try:
+    print(usage.strip() + "\n\nflags (--helpfull: all):\n" + text.rstrip("\n"), flush=True)
+  except BrokenPipeError:  # e.g. | head
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
