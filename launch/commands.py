@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import ml_collections
 
 from lt_jax import cli
-from lt_jax.cli import lookup  # noqa: F401  (launch.commands.lookup, used by sweep)
+from lt_jax.cli import lookup  # defined once, in lt_jax.cli; launch.sweep uses commands.lookup
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
