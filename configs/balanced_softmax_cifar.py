@@ -4,8 +4,8 @@ CE on z + log n (n the long-tailed training class counts); recipe of ce_cifar.py
 al.'s own schedule), so the row is comparable with the others here.
 """
 
-from configs import ce_cifar
-from configs import default
+from . import ce_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

@@ -8,8 +8,8 @@ mixed as 2 [alpha f_c, (1 - alpha) f_r]; test with both branches at alpha = 0.5.
 LT subset by the LDAM protocol (n_max = 5000), as every CIFAR row here.
 """
 
-from configs import ce_cifar
-from configs import default
+from . import ce_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

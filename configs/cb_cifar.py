@@ -3,8 +3,8 @@
 Cui et al. 2019 as run by the LDAM-DRW repo ('Reweight'); recipe of ce_cifar.py.
 """
 
-from configs import ce_cifar
-from configs import default
+from . import ce_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

@@ -5,8 +5,8 @@ lookahead loss, no clipping) for 40; SGD lr 0.1 nesterov wd 5e-4, lr x0.01 at 16
 10 per class carved first (protocol mwnet).
 """
 
-from configs import default
-from configs import mwnet_cifar
+from . import default
+from . import mwnet_cifar
 
 
 def get_config(arg: str = ""):

@@ -1,7 +1,7 @@
 """Class-balanced meta re-weighting with the focal base loss (gamma 1); recipe of cbmeta_cifar.py."""
 
-from configs import cbmeta_cifar
-from configs import default
+from . import cbmeta_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

@@ -4,7 +4,7 @@
   python -m lt_jax.main --config=configs/cbmeta_inat2018.py:smoke --workdir=DIR   (generated miniature)
 """
 
-from configs import large_scale
+from . import large_scale
 
 
 def get_config(arg: str = ""):

@@ -1,7 +1,7 @@
 """Class-balanced meta re-weighting with the LDAM base loss (max_m 0.5, s 30, cosine classifier)."""
 
-from configs import cbmeta_cifar
-from configs import default
+from . import cbmeta_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

@@ -5,7 +5,7 @@ at epochs 160 and 180, zero pad 4 + crop + flip; LT subset by the LDAM protocol 
 Shared JPEG copy: --config.dataset.source=folder --config.dataset.path=PATH/cifar10-jpeg.zip
 """
 
-from configs import default
+from . import default
 
 
 def get_config(arg: str = ""):

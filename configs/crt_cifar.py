@@ -6,8 +6,8 @@ and trained on class-balanced batches of frozen features (eval-mode BatchNorm), 
 wd 5e-4, lr 0.05 cosine, 1,000 iterations of batch 128 (~10 epochs).
 """
 
-from configs import ce_cifar
-from configs import default
+from . import ce_cifar
+from . import default
 
 
 def decouple_recipe(c, method: str):

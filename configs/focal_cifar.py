@@ -1,7 +1,7 @@
 """Focal loss (gamma = 1, LDAM-DRW repo) on CIFAR-10-LT IF 100; recipe of ce_cifar.py."""
 
-from configs import ce_cifar
-from configs import default
+from . import ce_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

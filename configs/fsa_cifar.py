@@ -7,7 +7,7 @@ N_a = N_f = 3, h_r = 0.9, tau_s = 0.8, tau_g = 0.2, augmentation after the last 
 To start from an existing baseline: --config.fsa.phase1_workdir=runs/ce_cifar (e.g. configs/ce_cifar.py).
 """
 
-from configs import default
+from . import default
 
 
 def fsa_recipe(c):

@@ -5,8 +5,8 @@ iterations, N_a = N_f = 3, h_r = 0.9). Other imbalance factors: --config.dataset
 CIFAR-100-LT: --config.dataset.name=cifar100.
 """
 
-from configs import default
-from configs import fsa_cifar
+from . import default
+from . import fsa_cifar
 
 
 def get_config(arg: str = ""):

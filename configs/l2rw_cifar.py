@@ -1,7 +1,7 @@
 """Learning to re-weight (Ren et al. 2018) on CIFAR-10-LT IF 100 with the MW-Net recipe."""
 
-from configs import default
-from configs import mwnet_cifar
+from . import default
+from . import mwnet_cifar
 
 
 def get_config(arg: str = ""):

@@ -25,7 +25,7 @@ LDAM-DRW for iNaturalist) and should be checked against the papers before quotin
 import os
 import tempfile
 
-from configs import default
+from . import default
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

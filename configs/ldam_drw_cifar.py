@@ -2,8 +2,8 @@
 weights deferred to epoch 160; recipe of ce_cifar.py.
 """
 
-from configs import ce_cifar
-from configs import default
+from . import ce_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

@@ -5,8 +5,8 @@ Recipe of ce_cifar.py (LDAM-DRW's 200 epochs) so the row is comparable with the 
 Menon et al.'s own longer CIFAR schedule.
 """
 
-from configs import ce_cifar
-from configs import default
+from . import ce_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

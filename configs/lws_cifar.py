@@ -5,9 +5,9 @@ per-class scales f_c on the frozen classifier's logits, learned on class-balance
 frozen features, SGD momentum 0.9, lr 0.05 cosine, 1,000 iterations of batch 128, no weight decay.
 """
 
-from configs import ce_cifar
-from configs import crt_cifar
-from configs import default
+from . import ce_cifar
+from . import crt_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

@@ -7,8 +7,8 @@ paper does not name the optimiser), gamma = C softmax, beta free. Augmentation a
 follow the MW-Net code MFM builds on (reflect pad, nesterov).
 """
 
-from configs import default
-from configs import mwnet_cifar
+from . import default
+from . import mwnet_cifar
 
 
 def get_config(arg: str = ""):

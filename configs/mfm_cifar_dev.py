@@ -2,8 +2,8 @@
 training set (MFM Table 1, 19.72% at IF 100). ``sweep`` lists the Table 2 ablation rows.
 """
 
-from configs import default
-from configs import mfm_cifar
+from . import default
+from . import mfm_cifar
 
 
 def get_config(arg: str = ""):

@@ -5,7 +5,7 @@ augmentation. The paper gives no epoch count or decay: 100 epochs with x0.1 at 8
 Needs the TFDS catalog dataset fashion_mnist (or --config.dataset.source=folder with a copy).
 """
 
-from configs import default
+from . import default
 
 
 def get_config(arg: str = ""):

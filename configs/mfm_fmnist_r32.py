@@ -8,8 +8,8 @@ the Table 6 Fashion-MNIST recipe (configs/mfm_fmnist.py: development meta data 1
 and block3 channels). Our reading, not the paper's recipe.
 """
 
-from configs import default
-from configs import mfm_fmnist
+from . import default
+from . import mfm_fmnist
 
 
 def get_config(arg: str = ""):

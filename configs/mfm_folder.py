@@ -13,7 +13,7 @@ ImageNet initialisation from converted torchvision weights (docs/large_scale.md)
 The schedule is the MIT-67 recipe of configs/large_scale.py (its ASSUMED values included).
 """
 
-from configs import large_scale
+from . import large_scale
 
 
 def get_config(arg: str = ""):

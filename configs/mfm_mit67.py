@@ -5,7 +5,7 @@
   python -m lt_jax.main --config=configs/mfm_mit67.py:smoke --workdir=DIR   (generated miniature)
 """
 
-from configs import large_scale
+from . import large_scale
 
 
 def get_config(arg: str = ""):

@@ -6,7 +6,7 @@ protocol mwnet, n_max = 4990), 100 epochs, SGD lr 0.1 nesterov momentum 0.9 wd 5
 1-100-1, SGD lr 1e-5 nesterov momentum 0.9 wd 5e-4.
 """
 
-from configs import default
+from . import default
 
 
 def mwnet_recipe(c):

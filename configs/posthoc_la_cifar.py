@@ -6,9 +6,9 @@ classifier). Phase II: no training; test logits z - tau log pi with tau = 1 (pi 
 prior), folded into the classifier's bias; --config.decouple.la_tau=T.
 """
 
-from configs import ce_cifar
-from configs import crt_cifar
-from configs import default
+from . import ce_cifar
+from . import crt_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

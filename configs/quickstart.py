@@ -5,7 +5,7 @@ under three minutes on two CPU cores. Prints the overall error and per-class rec
 Try ``--config.method=mfm --config.meta.strategy=development`` for the meta feature modulator.
 """
 
-from configs import default
+from . import default
 
 
 def get_config(arg: str = ""):

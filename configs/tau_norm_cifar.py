@@ -5,9 +5,9 @@ training; each class's weight vector W_c becomes W_c / ||W_c||^tau with tau = 1
 (--config.decouple.tau=0.7 etc.).
 """
 
-from configs import ce_cifar
-from configs import crt_cifar
-from configs import default
+from . import ce_cifar
+from . import crt_cifar
+from . import default
 
 
 def get_config(arg: str = ""):

@@ -1,14 +1,22 @@
-"""Comparison plots across finished runs: per-class recall side by side, confusion matrices in a row.
+"""Compares finished runs: a table of their summaries, per-class recall side by side, confusion
+matrices in a row.
 
-Reads what every run leaves in its workdir: the last ``eval`` record of ``metrics.jsonl`` (per-class
-recall), ``confusion.npz`` and ``data_selection.json`` (class names, training counts).
+  python -m experiments.compare --output=DIR [LABEL=]WORKDIR [LABEL=]WORKDIR ...
+
+Reads what every run leaves in its workdir: ``summary.json``, the last ``eval`` record of
+``metrics.jsonl`` (per-class recall), ``confusion.npz`` and ``data_selection.json`` (class names,
+training counts).
 """
 
 import os
+import sys
 
+from absl import app
+from absl import flags
 import numpy as np
 
 from lt_jax import data
+from lt_jax import files
 from lt_jax import metric_writer
 from lt_jax import plots
 
@@ -54,6 +62,42 @@ def compare_plots(workdirs: dict[str, str], out: str) -> list[str]:
                       os.path.join(out, "confusion.png"))]
 
 
+def run_labels(args) -> dict[str, str]:
+  """``['ce=runs/a', 'runs/b']`` -> ``{'ce': 'runs/a', 'b': 'runs/b'}`` (label: the folder name)."""
+  runs = {}
+  for arg in args:
+    label, sep, workdir = arg.partition("=")
+    label, workdir = (label, workdir) if sep else (os.path.basename(os.path.normpath(arg)), arg)
+    if label in runs:
+      raise ValueError(f"two runs labelled {label!r}; name them: LABEL=WORKDIR")
+    runs[label] = workdir
+  return runs
+
+
+def summary_table(workdirs: dict[str, str]) -> str:
+  """Markdown table of each run's ``summary.json``: final and best top-1 error, final many /
+  medium / few-shot accuracy (%)."""
+  lines = ["| run | final top-1 err | best top-1 err | many | medium | few |", "|---|---|---|---|---|---|"]
+  for label, workdir in workdirs.items():
+    s = files.read_json(os.path.join(workdir, "summary.json"), "the summary of a finished run")
+    groups = [s.get(f"final_{g}_accuracy") for g in ("many", "medium", "few")]
+    lines.append(f"| {label} | {s['final_top1_error']:.2f} | {s['best_top1_error']:.2f} | " +
+                 " | ".join("-" if g is None else f"{g:.1f}" for g in groups) + " |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  try:
+    runs = run_labels(argv[1:])
+    if not runs:
+      raise ValueError("name the runs to compare: [LABEL=]WORKDIR ...")
+    print(summary_table(runs))
+    for path in compare_plots(runs, flags.FLAGS.output):
+      print(f"wrote {path}")
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+
+
 def _recall_bars(labels, evals, names, counts, path: str) -> str:
   num_classes, width = len(names), 0.8 / len(labels)
   fig, ax = plt.subplots(figsize=(max(6, 0.6 * num_classes * max(1, len(labels) / 2)), 3.5))
@@ -87,3 +131,8 @@ def _confusions(labels, confusions, names, path: str) -> str:
   fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)
   return path
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("output", "compare", "Folder for the comparison plots.")
+  app.run(main)

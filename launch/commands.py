@@ -2,32 +2,25 @@
 
 Shared by ``launch.sweep`` and ``experiments.reproduce``: both write ``python -m lt_jax.main
 --config=FILE[:ARGS] --workdir=DIR --config.k=v ...`` commands and parse each one back through
-``ml_collections.config_flags`` exactly as the trainer will, so a typo fails before anything runs.
-Config paths are relative to the repository root (``REPO_ROOT``), which config files need on
-``sys.path`` (``from configs import default``).
+ml_collections' flag parsers exactly as the trainer will (``lt_jax.cli.parse_config``), so a typo
+fails before anything runs. Config paths are relative to the repository root (``REPO_ROOT``).
 """
 
 import json
 import os
 import pathlib
-import sys
 from typing import Any, Iterable, Sequence
 
-from absl import flags
 import ml_collections
-from ml_collections import config_flags
+
+from lt_jax import cli
+from lt_jax.cli import lookup  # defined once, in lt_jax.cli; launch.sweep uses commands.lookup
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 class CommandError(ValueError):
   """A config path, override or trainer argument that the trainer would not accept."""
-
-
-def ensure_repo_on_path():
-  """Puts REPO_ROOT on ``sys.path`` (config files do ``from configs import default``)."""
-  if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def split_config_arg(config_arg: str) -> tuple[str, str]:
@@ -92,19 +85,6 @@ def override_flags(overrides: dict[str, Any]) -> list[str]:
   return [f"--config.{key}={format_value(value)}" for key, value in overrides.items()]
 
 
-def lookup(config: ml_collections.ConfigDict, key: str):
-  """(parent ConfigDict, last field name) of a dotted key, or None when the key does not exist."""
-  *path, last = key.split(".")
-  node = config
-  for part in path:
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      return None
-    node = node[part]
-  if not isinstance(node, ml_collections.ConfigDict) or last not in node:
-    return None
-  return node, last
-
-
 def get(config: ml_collections.ConfigDict, key: str) -> Any:
   """The value of the dotted ``key`` (which must exist)."""
   parent, last = lookup(config, key)
@@ -130,16 +110,10 @@ def parse_config_flags(config_arg: str, args: Iterable[str]) -> ml_collections.C
   """Parses ``--config=config_arg`` plus ``--config.*`` args the way lt_jax.main does; the config.
 
   Arguments that are not ``--config.*`` / ``--noconfig.*`` flags are ignored. Raises CommandError
-  with the flag parser's message when one does not parse.
+  with the loader's or the flag parser's message when one does not parse.
   """
-  ensure_repo_on_path()
   config_args = [a for a in args if a.startswith(("--config.", "--noconfig."))]
-  argv = ["lt_jax.main", f"--config={config_arg}", *config_args]
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
-                                  lock_config=True, sys_argv=argv)
   try:
-    flag_values(argv)
-  except flags.Error as e:
-    raise CommandError(f"the trainer would reject {config_args}: {e}") from None
-  return flag_values.config
+    return cli.parse_config(config_arg, config_args)
+  except cli.ConfigError as e:
+    raise CommandError(f"the trainer would reject --config={config_arg} {config_args}: {e}") from None

@@ -69,7 +69,8 @@ multi_host() {
   [[ "${TPU_WORKER_HOSTNAMES:-}" == *,* ]]
 }
 
-# lt_jax.main treats any non-empty LT_JAX_DISTRIBUTED as true: pass on "1" or nothing.
+# lt_jax.main reads 1/true/yes/on and 0/false/no/off (other values are an error); pass on "1" or
+# nothing, so that an unset variable means "multi-host if the job has several processes".
 case "${LT_JAX_DISTRIBUTED:-}" in
   1 | true | True | TRUE | yes) export LT_JAX_DISTRIBUTED=1 ;;
   0 | false | False | FALSE | no) unset LT_JAX_DISTRIBUTED ;;

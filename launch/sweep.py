@@ -7,7 +7,7 @@ A config file may define ``sweep(add)``, calling ``add(**{"mfm.points": ("block1
 
 where ROW_NAME is derived from the overrides (``mfm.points=("block1",)`` -> ``mfm.points-block1``).
 Every override key is checked against the config and every command is parsed back through
-``ml_collections.config_flags`` before anything is printed or launched, so a typo fails first.
+ml_collections' flag parsers (``lt_jax.cli``) before anything is printed or launched, so a typo fails first.
 
 Usage (from the repository root)::
 
@@ -24,7 +24,6 @@ every row from its latest checkpoint (finished rows end at once).
 
 import copy
 import hashlib
-import importlib.util
 import os
 import pathlib
 import re
@@ -39,21 +38,13 @@ from absl import flags
 if not __package__:  # python launch/sweep.py
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from launch import commands  # pylint: disable=g-import-not-at-top
+from lt_jax import cli  # pylint: disable=g-import-not-at-top
 
 LAUNCHERS = ("local", "slurm", "tpu")
 SLURM_SCRIPT = "launch/slurm.sbatch"
 TPU_SCRIPT = "launch/tpu_pod.sh"
 _MAX_NAME = 200  # well under the usual 255-byte file name limit
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
-
-
-def _load_module(file: pathlib.Path):
-  commands.ensure_repo_on_path()
-  name = "_lt_jax_sweep_" + re.sub(r"\W", "_", file.stem)
-  spec = importlib.util.spec_from_file_location(name, file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _name_part(value: Any) -> str:
@@ -86,7 +77,7 @@ def sweep_rows(config_path: str) -> list[tuple[str, dict[str, Any]]]:
   """(row name, overrides) for each ``add`` call of the config file's ``sweep``, validated."""
   path, args = commands.split_config_arg(config_path)
   file, _ = commands.resolve_config_path(path)
-  module = _load_module(file)
+  module = cli.config_module(file)
   sweep_fn = getattr(module, "sweep", None)
   if not callable(sweep_fn):
     raise commands.CommandError(f"{path} defines no sweep(add) function; nothing to sweep "

@@ -1,4 +1,10 @@
-"""Speed benchmark: ``python -m lt_jax.bench --config=CONFIG [--config.x=y] [--steps=N]``.
+"""Speed benchmark (lt-jax-bench, python -m lt_jax.bench).
+
+usage: lt-jax-bench --config=NAME|FILE[:ARG] [--config.x=y] [--steps=N]
+
+examples:
+  lt-jax-bench --config=mfm_cifar:smoke                # tiny, on CPU
+  lt-jax-bench --config=mfm_cifar --steps=100          # full size, on a GPU
 
 Times the training epoch function of ``programs.py`` (sampling, on-device augmentation and the step,
 under ``lax.scan``) on random uint8 images of the configured shape already on the device, for the
@@ -9,35 +15,27 @@ iteration, images per second, peak device memory and the device kind. Runs tiny 
 
 import json
 import math
-import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
-sys.path.insert(0, os.getcwd())  # configs/*.py import configs/default.py from the repo root
-
-from ml_collections import config_flags  # noqa: E402
-
-from lt_jax import methods  # noqa: E402
-from lt_jax import parallel  # noqa: E402
-from lt_jax import programs  # noqa: E402
-from lt_jax import train  # noqa: E402
+from lt_jax import cli as cli_lib
+from lt_jax import methods
+from lt_jax import parallel
+from lt_jax import programs
+from lt_jax import train
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program, so importing stays side-effect free)."""
-  config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
   flags.DEFINE_integer("steps", 50, "Iterations per timed call (one lax.scan).")
   flags.DEFINE_integer("repeats", 3, "Timed calls; the fastest is reported.")
   flags.DEFINE_string("image_shape", "32,32,3", "H,W,C of the synthetic images.")
   flags.DEFINE_integer("num_classes", 10, "Classes of the synthetic data.")
-  flags.mark_flags_as_required(["config"])
 
 
 def synthetic_data(num_train: int, num_meta: int, num_classes: int, image_shape, seed: int = 0) -> dict:
@@ -124,6 +122,11 @@ def main(argv):
                    indent=1))
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+  """Console-script entry (``lt-jax-bench``)."""
   define_flags()
-  app.run(main)
+  cli_lib.run_with_config(main, __doc__, argv)
+
+
+if __name__ == "__main__":
+  cli()

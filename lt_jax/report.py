@@ -8,6 +8,7 @@ import numpy as np
 
 from lt_jax import files
 from lt_jax import metric_writer
+from lt_jax import provenance
 
 SUMMARY_FILE = "summary.json"
 FIGURES = ("top1_error", "top5_error", "many_accuracy", "medium_accuracy", "few_accuracy")
@@ -65,6 +66,7 @@ def finish(workdir: str, *, replicas: int, epochs: int, class_names, class_count
   extra = extra or [{}] * replicas
   summaries = [{**summarise(records), **extra[r]} for r, records in enumerate(evals)]
   summary = summaries[0] if replicas == 1 else aggregate(summaries)
+  summary[provenance.KEY] = provenance.record()
   if jax.process_index() != 0:
     return summary
   files.write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary)

@@ -32,6 +32,7 @@ from lt_jax import models
 from lt_jax import optim
 from lt_jax import parallel
 from lt_jax import programs
+from lt_jax import provenance
 from lt_jax import report
 from lt_jax import train_state as ts
 from lt_jax.data import grain_loader
@@ -275,7 +276,8 @@ def fit(run: Run, workdir: str) -> dict:
   if jax.process_index() == 0:  # the config as run (a re-run may change only safe fields)
     if not run.start_epoch:
       data_lib.save_selection(selection(run), workdir)
-    files.write_json_atomic(os.path.join(workdir, config_lib.CONFIG_FILE), config.to_dict())
+    files.write_json_atomic(os.path.join(workdir, config_lib.CONFIG_FILE),
+                            provenance.config_record(config))
   logging.info("%s: model %s, %d parameters; %d steps per epoch; %d device(s), %d replica(s)%s",
                config.dataset.name, config.model.name,
                models.count_params(report.replica(run.state.params, 0, replicas)),

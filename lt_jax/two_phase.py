@@ -32,6 +32,7 @@ from lt_jax import models
 from lt_jax import optim
 from lt_jax import parallel
 from lt_jax import programs
+from lt_jax import provenance
 from lt_jax import report
 from lt_jax import train
 from lt_jax import train_state as ts
@@ -126,7 +127,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(head.description)
     for name, value in head.files.items():
       files.write_json_atomic(os.path.join(workdir, name), value)
-    files.write_json_atomic(os.path.join(workdir, config_lib.CONFIG_FILE), config.to_dict())
+    files.write_json_atomic(os.path.join(workdir, config_lib.CONFIG_FILE),
+                            provenance.config_record(config))
     data_lib.save_selection(data.selection(), workdir)
     files.write_json_atomic(os.path.join(workdir, PHASE1_FILE),
                             {"workdir": os.path.abspath(net.workdir), "summary": phase1_summary})

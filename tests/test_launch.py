@@ -9,11 +9,11 @@ import sys
 import textwrap
 
 from absl import flags
-from ml_collections import config_flags
 import pytest
 
 from launch import commands
 from launch import sweep
+from lt_jax import cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = ("launch/run_on_host.sh", "launch/tpu_pod.sh", "launch/slurm.sbatch")
@@ -23,13 +23,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarni
 
 
 def parse_trainer_args(args):
-  """Parses trainer flags as lt_jax.main does (config_flags + --workdir); the FlagValues."""
-  argv = ["lt_jax.main", *args]
+  """Parses trainer flags as lt_jax.main does (lt_jax.cli's config flag + --workdir); the FlagValues."""
   flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
+  argv = cli.define_config_flag(["lt_jax.main", *args], flag_values)
   flags.DEFINE_string("workdir", None, "", flag_values=flag_values)
-  flags.DEFINE_bool("distributed", False, "", flag_values=flag_values)
+  flags.DEFINE_bool("distributed", None, "", flag_values=flag_values)
   assert flag_values(argv) == ["lt_jax.main"]
   return flag_values
 
@@ -42,7 +40,7 @@ def get_field(config, key):
 
 def write_config(tmp_path, body):
   path = tmp_path / "cfg.py"
-  path.write_text("from configs import default\n\n\ndef get_config(arg=''):\n"
+  path.write_text("from lt_jax_configs import default\n\n\ndef get_config(arg=''):\n"
                   "  return default.get_config(arg)\n\n\n" + textwrap.dedent(body))
   return str(path)
 

@@ -321,6 +321,12 @@ def test_tiny_real_run_then_skip_then_compare(tmp_path, monkeypatch, capsys):
   assert all(os.path.getsize(p) > 1000 for p in paths)
   with pytest.raises(FileNotFoundError, match="no eval record"):
     compare.compare_plots({"empty": str(tmp_path)}, str(tmp_path / "cmp2"))
+  runs = compare.run_labels([f"CE={workdir}", str(workdir)])
+  assert runs == {"CE": str(workdir), "seed0": str(workdir)}
+  table = compare.summary_table(runs).splitlines()
+  assert len(table) == 4 and table[2].startswith(f"| CE | {summary['final_top1_error']:.2f} | ")
+  with pytest.raises(ValueError, match="two runs labelled 'seed0'"):
+    compare.run_labels([str(workdir), str(workdir)])
 
 
 def test_a_replicas_run_counts_each_replica(tmp_path):

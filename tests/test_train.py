@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 from configs import ce_cifar
+import lt_jax
 from lt_jax import checkpointing
 from lt_jax import config as config_lib
+from lt_jax import files
 from lt_jax import loop
 from lt_jax import metric_writer
+from lt_jax import provenance
 from lt_jax import run
 from lt_jax import train
 
@@ -140,11 +143,21 @@ def test_rerun_with_another_config_is_refused_and_safe_changes_are_recorded(tmp_
   with pytest.raises(ValueError, match=r"model\.width: 2 there, 4 now; optim\.lr: 0\.1 there, 0\.05 now"):
     run.run(config(**{"optim.lr": 0.05, "model.width": 4}), workdir)
   assert (tmp_path / "run" / "metrics.jsonl").read_text() == records  # nothing trained or written
+  saved = json.load(open(tmp_path / "run" / "config.json"))
+  for record in (saved[provenance.KEY], json.load(open(tmp_path / "run" / "summary.json"))[provenance.KEY]):
+    assert (record["lt_jax"], record["jax"], record["backend"]) == (
+        lt_jax.__version__, jax.__version__, jax.default_backend())
+    assert record["devices"] == {"kind": jax.devices()[0].device_kind, "count": jax.device_count(),
+                                 "local_count": jax.local_device_count(), "process_count": 1}
+    assert record["git_commit"] == provenance.git_state()[0]
+  saved[provenance.KEY] = {"jax": "0.0.1", "git_commit": "0" * 40}  # another version made the run
+  files.write_json_atomic(str(tmp_path / "run" / "config.json"), saved)
   summary = run.run(config(**{"train.epochs": 2}), workdir)  # more epochs: a safe change, resumed
   assert summary["final_epoch"] == 2
   changes = [json.loads(line) for line in open(tmp_path / "run" / "config_changes.jsonl")]
   assert [c["changed"] for c in changes] == [{"train.epochs": {"was": 1, "now": 2}}]
   assert json.load(open(tmp_path / "run" / "config.json"))["train"]["epochs"] == 2
+  assert json.load(open(tmp_path / "run" / "config.json"))[provenance.KEY]["jax"] == jax.__version__
 
 
 def test_plots_stay_bounded_for_thousands_of_classes(tmp_path):

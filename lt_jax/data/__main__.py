@@ -1,6 +1,10 @@
-"""Builds a run's long-tailed data and prints its summary as JSON.
+"""Builds a run's long-tailed data and prints its summary as JSON (lt-jax-data, python -m lt_jax.data).
 
-  python -m lt_jax.data --config=configs/ce_cifar.py [--config.dataset.seed=1] [--workdir=DIR]
+usage: lt-jax-data --config=NAME|FILE[:ARG] [--config.dataset.seed=1] [--workdir=DIR]
+
+examples:
+  lt-jax-data --config=quickstart
+  lt-jax-data --config=ce_cifar --config.dataset.imbalance=50 --workdir=/tmp/sel
 
 Prints ``json.dumps(summary)`` (per-class counts of train, meta and test) on stdout; with
 ``--workdir`` also writes ``DIR/data_selection.json`` (the summary and the chosen indices).
@@ -11,25 +15,27 @@ import json
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from lt_jax import cli as cli_lib
 from lt_jax import data as data_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Where to write data_selection.json (optional).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError("--config=CONFIG_FILE is required")
-  data = data_lib.load(_CONFIG.value)
+  data = data_lib.load(flags.FLAGS.config)
   record = data.selection()
   print(json.dumps({k: v for k, v in record.items() if k != "indices"}), flush=True)
   if _WORKDIR.value:
     logging.info("wrote %s", data_lib.save_selection(record, _WORKDIR.value))
 
 
+def cli(argv=None):
+  """Console-script entry (``lt-jax-data``)."""
+  cli_lib.run_with_config(main, __doc__, argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()
