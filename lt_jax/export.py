@@ -123,11 +123,15 @@ class Model:
 
 def from_workdir(workdir: str, epoch: int | None = None, replica: int = 0) -> Model:
   """The network of ``workdir``'s checkpoint (``epoch``, default the latest; replica ``replica``)."""
-  import jax  # pylint: disable=g-import-not-at-top
   from lt_jax import evaluate  # pylint: disable=g-import-not-at-top
+  return from_loaded(evaluate.load(workdir, epoch), replica)
+
+
+def from_loaded(loaded, replica: int = 0) -> Model:
+  """The ``Model`` of replica ``replica`` of an ``evaluate.Loaded`` run."""
+  import jax  # pylint: disable=g-import-not-at-top
   from lt_jax import report  # pylint: disable=g-import-not-at-top
-  loaded = evaluate.load(workdir, epoch)
-  run = loaded.run
+  run, workdir = loaded.run, loaded.workdir
   replicas = run.config.replicas
   if not 0 <= replica < replicas:
     raise ValueError(f"--replica={replica}: {workdir} has replicas 0..{replicas - 1}")
