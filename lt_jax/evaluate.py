@@ -163,6 +163,7 @@ def evaluate(workdir: str, *, epoch: int | None = None, overrides: dict | None =
              name: str = "") -> tuple[dict, str]:
   """Evaluates ``workdir``'s checkpoint (``epoch``, default the latest) on the test set of its
   config with ``overrides``; writes ``workdir/evaluations/NAME.json``; returns (result, path)."""
+  import jax  # pylint: disable=g-import-not-at-top
   from lt_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from lt_jax import report  # pylint: disable=g-import-not-at-top
   from lt_jax import train  # pylint: disable=g-import-not-at-top
@@ -190,8 +191,9 @@ def evaluate(workdir: str, *, epoch: int | None = None, overrides: dict | None =
       "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   })
   path = os.path.join(workdir, EVAL_DIR, f"{name or default_name(loaded.epoch, overrides)}.json")
-  files.write_json_atomic(path, result)
-  print(report.format_summary(result, run.class_names, run.ctx.class_counts))
+  if jax.process_index() == 0:
+    files.write_json_atomic(path, result)
+    print(report.format_summary(result, run.class_names, run.ctx.class_counts))
   return result, path
 
 

@@ -74,6 +74,10 @@ def test_evaluate_on_test1_and_refusals(workdir):
     evaluate.with_overrides(evaluate.saved_config(workdir), {"dataset.nope": "1"})
   with pytest.raises(ValueError, match=r"has no checkpoint of epoch 7; saved epochs: \[1, 2\]"):
     evaluate.load(workdir, epoch=7)
+  assert evaluate.parse_value(10.0, "5", "a.b") == 5.0 and evaluate.parse_value(True, "false", "a.b") is False
+  assert evaluate.parse_value((1, 2), "(3, 4)", "a.b") == (3, 4)
+  with pytest.raises(ValueError, match=r"--config\.dataset\.test_imbalance='ten': expected a float"):
+    evaluate.with_overrides(evaluate.saved_config(workdir), {"dataset.test_imbalance": "ten"})
   result, path = evaluate.evaluate(workdir, epoch=1, overrides={"dataset.test": "test1"})
   assert os.path.basename(path) == "epoch1_dataset.test=test1.json"
   counts = result["test_counts"]
