@@ -47,11 +47,12 @@ def run_files(workdir):
   return out
 
 
-def run_logits(loaded, images):
-  """Logits of ``images`` by the run's own predict program (``programs.make_predict_fn``)."""
+@pytest.fixture(scope="module")
+def run_logits(loaded):
+  """Logits of 4 images by the run's own predict program (``programs.make_predict_fn``)."""
   run = loaded.run
-  fn = programs.make_predict_fn(run.ctx, run.mesh, mean=run.mean, std=run.std, batch_size=len(images))
-  return np.asarray(fn(run.state.params, run.state.batch_stats, images))
+  fn = programs.make_predict_fn(run.ctx, run.mesh, mean=run.mean, std=run.std, batch_size=4)
+  return lambda images: np.asarray(fn(run.state.params, run.state.batch_stats, images))
 
 
 def test_evaluate_equals_the_runs_final_eval_and_leaves_the_run_alone(workdir):
@@ -85,7 +86,7 @@ def test_evaluate_on_test1_and_refusals(workdir):
   assert result["overrides"] == {"dataset.test": "test1"}
 
 
-def test_predict_folder_top1_is_the_models_argmax(loaded, digits_test_images, tmp_path):
+def test_predict_folder_top1_is_the_models_argmax(loaded, run_logits, digits_test_images, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   images = digits_test_images[::97][:4]  # a few shipped digits
   for i, image in enumerate(images):
@@ -97,7 +98,7 @@ def test_predict_folder_top1_is_the_models_argmax(loaded, digits_test_images, tm
   model = export.from_loaded(loaded)
   records = predict.predict(model, paths, k=3, batch_size=4, progress=False)
   order = [int(os.path.basename(p)[0]) for p in paths]
-  expected = run_logits(loaded, images[order]).argmax(-1)
+  expected = run_logits(images[order]).argmax(-1)
   assert [r["top"][0]["index"] for r in records] == expected.tolist()
   text = predict.format_rows(records, ".csv", 3)
   table = list(csv.DictReader(text.splitlines()))
@@ -109,11 +110,11 @@ def test_predict_folder_top1_is_the_models_argmax(loaded, digits_test_images, tm
     predict.predict(model, [str(tmp_path / "bad.png")], progress=False)
 
 
-def test_export_round_trip_logits_equal_the_workdirs(loaded, digits_test_images, tmp_path):
+def test_export_round_trip_logits_equal_the_workdirs(loaded, run_logits, digits_test_images, tmp_path):
   out = export.save(export.from_loaded(loaded), str(tmp_path / "export"))
   exported = export.load(out)  # no workdir needed from here on
   assert exported.spec["source"]["epoch"] == 2 and len(exported.class_names) == 10
   images = digits_test_images[:4]
-  np.testing.assert_array_equal(exported.logits(images), run_logits(loaded, images))
+  np.testing.assert_array_equal(exported.logits(images), run_logits(images))
   with pytest.raises(ValueError, match="no torchvision counterpart"):
     export.torchvision_state_dict(exported)
