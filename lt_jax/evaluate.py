@@ -168,6 +168,8 @@ def evaluate(workdir: str, *, epoch: int | None = None, overrides: dict | None =
   from lt_jax import report  # pylint: disable=g-import-not-at-top
   from lt_jax import train  # pylint: disable=g-import-not-at-top
   overrides = dict(overrides or {})
+  if os.sep in name or name.startswith("."):
+    raise ValueError(f"--name={name!r}: expected a file name (no folders), e.g. test1_epoch30")
   config_lib.validate(with_overrides(saved_config(workdir), overrides))  # before any data is read
   loaded = load(workdir, epoch)
   run = loaded.run
