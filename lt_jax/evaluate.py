@@ -204,17 +204,24 @@ def evaluate(workdir: str, *, epoch: int | None = None, overrides: dict | None =
 _OVERRIDES = {}
 
 
-def parse_args(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with each ``--config.a.b=v`` kept aside as an override."""
-  rest = [argv[0]]
-  for arg in argv[1:]:
+def split_overrides(argv: list[str]) -> tuple[list[str], dict]:
+  """(the other arguments, {'a.b': 'v'} of each ``--config.a.b=v``)."""
+  rest, overrides = [], {}
+  for arg in argv:
     if arg.startswith("--config."):
       name, eq, value = arg[len("--config."):].partition("=")
       if not eq:
         raise app.UsageError(f"{arg}: write overrides as --config.a.b=VALUE")
-      _OVERRIDES[name] = value
+      overrides[name] = value
     else:
       rest.append(arg)
+  return rest, overrides
+
+
+def parse_args(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with the ``--config.a.b=v`` overrides kept aside."""
+  rest, overrides = split_overrides(argv)
+  _OVERRIDES.update(overrides)
   return app.parse_flags_with_usage(rest)
 
 

@@ -69,8 +69,11 @@ def test_evaluate_equals_the_runs_final_eval_and_leaves_the_run_alone(workdir):
 
 
 def test_evaluate_on_test1_and_refusals(workdir):
+  argv = ["evaluate", f"--workdir={workdir}", "--config.model.width=8", "--epoch=1"]
+  rest, overrides = evaluate.split_overrides(argv)
+  assert rest == ["evaluate", f"--workdir={workdir}", "--epoch=1"] and overrides == {"model.width": "8"}
   with pytest.raises(ValueError, match=r"--config\.model\.width: an evaluation may override only"):
-    evaluate.evaluate(workdir, overrides={"model.width": "8"})
+    evaluate.evaluate(workdir, overrides=overrides)
   with pytest.raises(ValueError, match=r"--config\.dataset\.nope: no such config field"):
     evaluate.with_overrides(evaluate.saved_config(workdir), {"dataset.nope": "1"})
   with pytest.raises(ValueError, match=r"has no checkpoint of epoch 7; saved epochs: \[1, 2\]"):
