@@ -4,9 +4,10 @@ The programming model of ``jax.pmap`` (which JAX now builds on ``jit(shard_map)`
 runs the same step on its 1/D share of the global batch, gradients and meta-gradients are averaged
 with ``lax.pmean`` (``train_state.device_mean``), BatchNorm normalises with per-device batch
 statistics as in the papers' single-GPU runs. State and the uint8 training arrays are replicated;
-every device derives the same global batch from the step key and keeps its own slice, so the
-training trajectory does not depend on the device count except through BatchNorm's batch
-statistics (none for BatchNorm-free models).
+every device draws the same global batch ids and augmentation from the step key, then gathers and
+augments only its own slice (``programs.device_batch``), so the training trajectory does not
+depend on the device count except through BatchNorm's batch statistics (none for BatchNorm-free
+models).
 
 Multi-host: after ``jax.distributed.initialize()`` every process loads the same (small, seeded)
 long-tailed arrays, ``replicate`` places them on the global mesh, and each device reads only its

@@ -1,8 +1,10 @@
-"""PNG plots written at the end of a run: label histogram, per-class recall, confusion, curves.
+"""PNG plots written at the end of a run: label histogram, per-class recall, recall against
+training count, confusion, most-confused pairs, curves.
 
 Bounded for thousands of classes: per-class bars are at most ``MAX_WIDTH`` inches wide and name
-their classes only up to ``MAX_NAMED`` of them; the confusion matrix is drawn up to
-``MAX_CONFUSION`` classes (``confusion.npz`` holds it at any size).
+their classes only up to ``MAX_NAMED`` of them; the confusion matrix is drawn class by class up to
+``MAX_CONFUSION`` classes and by shot group (many / medium / few) above that (``confusion.npz``
+holds it at any size); the most-confused pairs are the ``TOP_PAIRS`` largest off-diagonal rates.
 """
 
 import os
@@ -13,9 +15,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lt_jax import metrics  # noqa: E402
+
 MAX_WIDTH = 24  # inches
 MAX_NAMED = 60
 MAX_CONFUSION = 100
+TOP_PAIRS = 20
 
 
 def save_figure(fig, path: str) -> str:
@@ -72,6 +77,65 @@ def confusion_matrix(confusion, class_names, path: str) -> str:
   return save_figure(fig, path)
 
 
+def recall_against_count(recall, train_counts, path: str) -> str:
+  """Each class's test recall against its training images (log axis), shot-group bounds marked."""
+  recall = np.array([np.nan if r is None else r for r in recall], float)
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.scatter(np.maximum(np.asarray(train_counts), 1), 100 * recall, s=8, alpha=0.6)
+  ax.set_xscale("log")
+  for bound in (metrics.FEW_SHOT_BELOW, metrics.MANY_SHOT_ABOVE):
+    ax.axvline(bound, color="grey", linestyle=":", linewidth=1)
+  ax.set_ylim(-2, 102)
+  ax.set_xlabel("training images of the class")
+  ax.set_ylabel("test recall %")
+  ax.set_title("recall against training count")
+  return save_figure(fig, path)
+
+
+def confused_pairs(confusion, top: int = TOP_PAIRS) -> list[tuple[int, int, float]]:
+  """The ``top`` largest off-diagonal row-normalised rates: (true, predicted, rate), largest first."""
+  confusion = np.asarray(confusion, float)
+  rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+  np.fill_diagonal(rates, 0.0)
+  flat = np.argsort(rates, axis=None)[::-1][:top]
+  pairs = [(int(i), int(j), float(rates[i, j])) for i, j in zip(*np.unravel_index(flat, rates.shape))]
+  return [p for p in pairs if p[2] > 0]
+
+
+def most_confused(confusion, class_names, path: str, top: int = TOP_PAIRS) -> str:
+  """Horizontal bars of the most-confused (true -> predicted) pairs, as % of the true class."""
+  pairs = confused_pairs(confusion, top)[::-1]  # largest at the top
+  fig, ax = plt.subplots(figsize=(6, max(2, 0.25 * len(pairs) + 1)))
+  ax.barh(range(len(pairs)), [100 * rate for _, _, rate in pairs], color="tab:red")
+  ax.set_yticks(range(len(pairs)), [f"{class_names[i]} -> {class_names[j]}" for i, j, _ in pairs],
+                fontsize=7)
+  ax.set_xlabel("% of the true class's test images")
+  ax.set_title(f"most-confused pairs (top {len(pairs)})")
+  return save_figure(fig, path)
+
+
+def group_confusion(confusion, train_counts) -> tuple[list[str], np.ndarray]:
+  """The confusion matrix summed by shot group (non-empty groups only), row-normalised."""
+  confusion = np.asarray(confusion, float)
+  masks = {g: m for g, m in metrics.shot_groups(np.asarray(train_counts)).items() if m.any()}
+  summed = np.array([[confusion[np.ix_(a, b)].sum() for b in masks.values()] for a in masks.values()])
+  return list(masks), summed / np.maximum(summed.sum(1, keepdims=True), 1)
+
+
+def confusion_by_group(confusion, train_counts, path: str) -> str:
+  """Where each shot group's test images go: many / medium / few -> predicted group (%)."""
+  names, rates = group_confusion(confusion, train_counts)
+  fig, ax = plt.subplots(figsize=(4, 3.5))
+  ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+  for (i, j), rate in np.ndenumerate(rates):
+    ax.text(j, i, f"{100 * rate:.1f}", ha="center", va="center", fontsize=8)
+  ax.set_xticks(range(len(names)), names)
+  ax.set_yticks(range(len(names)), names)
+  ax.set_xlabel("predicted class's group")
+  ax.set_ylabel("true class's group")
+  return save_figure(fig, path)
+
+
 def learning_curves(train_records, eval_records, path: str) -> str:
   """Training loss and test top-1 error against the epoch."""
   fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
@@ -86,17 +150,24 @@ def learning_curves(train_records, eval_records, path: str) -> str:
 
 def write_all(workdir: str, class_names, train_counts, final_eval, confusion, train_records,
               eval_records):
-  """The plots into ``workdir/plots`` (the confusion matrix when given and at most MAX_CONFUSION
-  classes); returns their paths."""
+  """The plots into ``workdir/plots`` (with a confusion matrix: class by class up to
+  MAX_CONFUSION classes, by shot group above, and the most-confused pairs); returns their paths."""
   out = os.path.join(workdir, "plots")
   os.makedirs(out, exist_ok=True)
+  recall = final_eval["per_class_recall"]
   paths = [
       label_histogram(train_counts, class_names, os.path.join(out, "train_labels.png")),
-      per_class_recall(final_eval["per_class_recall"], class_names, os.path.join(out, "per_class_recall.png")),
+      per_class_recall(recall, class_names, os.path.join(out, "per_class_recall.png")),
+      recall_against_count(recall, train_counts, os.path.join(out, "recall_vs_count.png")),
       learning_curves(train_records, eval_records, os.path.join(out, "learning_curves.png")),
   ]
-  if confusion is not None and len(class_names) <= MAX_CONFUSION:
-    paths.append(confusion_matrix(confusion, class_names, os.path.join(out, "confusion.png")))
+  if confusion is not None:
+    if len(class_names) <= MAX_CONFUSION:
+      paths.append(confusion_matrix(confusion, class_names, os.path.join(out, "confusion.png")))
+    else:
+      paths.append(confusion_by_group(confusion, train_counts,
+                                      os.path.join(out, "confusion_by_group.png")))
+    paths.append(most_confused(confusion, class_names, os.path.join(out, "most_confused.png")))
   return paths
 
 

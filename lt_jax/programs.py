@@ -37,46 +37,57 @@ def batch_sampler(config, class_counts, labels, kind: str | None = None):
   return lambda key, order, index_in_epoch: samplers.sample_ids(key, index, probs, batch_size)
 
 
-def run_steps(state: ts.TrainState, arrays: dict, first_step, *, num_steps: int, mode,
-              ctx: ts.Context, method, mean, std, meta_batch: int, unroll: bool = False):
-  """Steps ``first_step .. first_step + num_steps - 1`` of the current epoch under ``lax.scan``;
-  returns (state, mean metrics). ``unroll`` writes the steps out instead of a loop (see
-  ``steps_per_call``).
+def device_batch(key, arrays: dict, order, index_in_epoch, *, ctx: ts.Context, method, mean, std,
+                 meta_batch: int) -> dict:
+  """This device's share of the global training (and meta) batch of one step.
 
-  With the instance sampler each epoch visits a fresh permutation of the training set in batches
-  of B (the last batch wraps around to the permutation's start so every batch has the same
-  shape); class-aware samplers (``dataset.sampler``) draw each batch anew. Every device builds
-  the same global batch and keeps its own slice of it. Extra batches of other samplers
+  With the instance sampler each epoch visits a fresh permutation ``order`` of the training set
+  in batches of B (the last batch wraps around to the permutation's start so every batch has the
+  same shape); class-aware samplers (``dataset.sampler``) draw each batch anew. The sample ids and
+  the augmentation draws are made for the global batch (cheap integers), then each device
+  gathers and augments only its 1/D slice (``parallel.local_slice``): the same global batch for
+  any device count, with no work repeated D times. Extra batches of other samplers
   (``method.extra_batches``, e.g. BBN's reversed sampler) arrive as ``{name}_images``, ...
   """
   config = ctx.config
-  epoch = ts.epoch_of(state, ctx)
-  order = jax.random.permutation(ts.epoch_key(state, epoch), ctx.num_train)
+  local = lambda tree: jax.tree.map(lambda x: parallel.local_slice(x, ctx.axis_name), tree)
   draws = {"": batch_sampler(config, ctx.class_counts, ctx.train_labels)}
   draws.update({f"{name}_": batch_sampler(config, ctx.class_counts, ctx.train_labels, kind)
                 for name, kind in method.extra_batches(config).items()})
 
-  def training_batch(key, index_in_epoch):
-    batch = {}
-    for salt, (prefix, draw) in enumerate(draws.items()):
-      sample_key, aug_key = jax.random.split(jax.random.fold_in(key, salt))
-      ids = draw(sample_key, order, index_in_epoch)
-      batch[f"{prefix}images"] = augment.train_transform(aug_key, arrays["train_images"][ids],
-                                                         config.augment, mean, std)
-      batch[f"{prefix}labels"] = arrays["train_labels"][ids]
-      batch[f"{prefix}ids"] = ids
-    return batch
+  def augmented(aug_key, images, ids):
+    aug = augment.crop_flip_draws(aug_key, ids.shape[0], pad=int(config.augment.pad))
+    ids, aug = local((ids, aug))
+    return ids, augment.transform_drawn(images[ids], aug, config.augment, mean, std)
+
+  train_key, meta_key, meta_aug_key = jax.random.split(key, 3)
+  batch = {}
+  for salt, (prefix, draw) in enumerate(draws.items()):
+    sample_key, aug_key = jax.random.split(jax.random.fold_in(train_key, salt))
+    ids, batch[f"{prefix}images"] = augmented(
+        aug_key, arrays["train_images"], draw(sample_key, order, index_in_epoch))
+    batch[f"{prefix}labels"] = arrays["train_labels"][ids]
+    batch[f"{prefix}ids"] = ids
+  if meta_batch:
+    meta_ids = jax.random.permutation(meta_key, arrays["meta_labels"].shape[0])[:meta_batch]
+    meta_ids, batch["meta_images"] = augmented(meta_aug_key, arrays["meta_images"], meta_ids)
+    batch["meta_labels"] = arrays["meta_labels"][meta_ids]
+  return batch
+
+
+def run_steps(state: ts.TrainState, arrays: dict, first_step, *, num_steps: int, mode,
+              ctx: ts.Context, method, mean, std, meta_batch: int, unroll: bool = False):
+  """Steps ``first_step .. first_step + num_steps - 1`` of the current epoch under ``lax.scan``
+  (each on its ``device_batch``); returns (state, mean metrics). ``unroll`` writes the steps out
+  instead of a loop (see ``steps_per_call``)."""
+  epoch = ts.epoch_of(state, ctx)
+  order = jax.random.permutation(ts.epoch_key(state, epoch), ctx.num_train)
 
   def step(state, index_in_epoch):
-    train_key, meta_key, meta_aug_key = jax.random.split(ts.step_key(state, salt=1), 3)
-    batch = training_batch(train_key, index_in_epoch)
-    if meta_batch:
-      meta_ids = jax.random.permutation(meta_key, arrays["meta_labels"].shape[0])[:meta_batch]
-      batch["meta_images"] = augment.train_transform(
-          meta_aug_key, arrays["meta_images"][meta_ids], config.augment, mean, std)
-      batch["meta_labels"] = arrays["meta_labels"][meta_ids]
+    batch = device_batch(ts.step_key(state, salt=1), arrays, order, index_in_epoch, ctx=ctx,
+                         method=method, mean=mean, std=std, meta_batch=meta_batch)
     lr = ctx.lr_fn(state.step)
-    state, metrics = method.train_step(state, parallel.local_batch(batch, ctx.axis_name), ctx, mode)
+    state, metrics = method.train_step(state, batch, ctx, mode)
     return state, ts.device_mean({**metrics, "lr": lr}, ctx)
 
   if unroll:  # straight-line code, no while loop (not even lax.scan(unroll=True) avoids one)

@@ -27,6 +27,9 @@ def test_eight_device_step_equals_one_device_step_on_the_global_batch():
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   report = json.loads(done.stdout.strip().splitlines()[-1])
+  batch = report.pop("device_batch")  # each device builds only its share of the global batch
+  assert {"images", "labels", "ids", "meta_images", "reversed_images"} <= set(batch["keys"]), batch
+  assert batch["images_vary"] > 0.1 and batch["batch"] == 0.0, batch
   assert set(report) == {"erm_cb_drw", "l2rw", "mwnet", "cbmeta", "mfm_network", "mfm_per_sample"}
   for case, result in report.items():
     assert result["devices"] == 8

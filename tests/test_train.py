@@ -41,7 +41,8 @@ def test_smoke_run_writes_outputs(tmp_path):
   assert len(summary["final_per_class_recall"]) == 10
   for name in ("summary.json", "config.json", "data_selection.json", "metrics.jsonl"):
     assert (tmp_path / name).exists(), name
-  for name in ("train_labels", "per_class_recall", "confusion", "learning_curves"):
+  for name in ("train_labels", "per_class_recall", "recall_vs_count", "confusion", "most_confused",
+               "learning_curves"):
     assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 0
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert all("confusion" not in r for r in records)  # C^2 numbers: once, at the end
@@ -152,11 +153,18 @@ def test_plots_stay_bounded_for_thousands_of_classes(tmp_path):
   num_classes = 2000
   counts = np.maximum(1, (500 * 0.99 ** np.arange(num_classes)).astype(int))
   recall = list(np.linspace(1, 0, num_classes))
+  confusion = np.diag(np.full(num_classes, 3, np.int32))
+  confusion[1999, 0], confusion[5, 7] = 2, 1  # 2 of few-shot class 1999's 5 images -> class 0
   records = [{"epoch": 1, "loss": 1.0, "top1_error": 50.0}]
   paths = plots.write_all(str(tmp_path), [f"c{i}" for i in range(num_classes)], counts,
-                          {"per_class_recall": recall}, np.zeros((num_classes,) * 2, np.int32),
-                          records, records)
-  assert sorted(os.path.basename(p) for p in paths) == ["learning_curves.png", "per_class_recall.png",
-                                                        "train_labels.png"]  # no 2000 x 2000 matrix
+                          {"per_class_recall": recall}, confusion, records, records)
+  assert sorted(os.path.basename(p) for p in paths) == [  # no 2000 x 2000 matrix
+      "confusion_by_group.png", "learning_curves.png", "most_confused.png", "per_class_recall.png",
+      "recall_vs_count.png", "train_labels.png"]
   for path in paths:
     assert Image.open(path).size[0] <= plots.MAX_WIDTH * 120
+  assert plots.confused_pairs(confusion) == [(1999, 0, 0.4), (5, 7, 0.25)]
+  groups, rates = plots.group_confusion(confusion, counts)
+  few = counts < 20
+  assert groups == ["many", "medium", "few"]
+  np.testing.assert_allclose(rates[2], [2 / (3 * few.sum() + 2), 0, 1 - 2 / (3 * few.sum() + 2)])

@@ -39,6 +39,26 @@ def crop_at(padded: jax.Array, offsets: jax.Array, height: int, width: int) -> j
   return jax.vmap(crop_one)(padded, offsets)
 
 
+def crop_flip_draws(rng: jax.Array, batch: int, *, pad: int) -> dict:
+  """The per-sample randomness of ``random_crop_flip``: crop offsets in [0, 2 * pad] per axis
+  (batch, 2) and flips (batch,). Drawn for a whole global batch, then sliced per device, so a
+  device augments only its share and the global batch does not depend on the device count."""
+  crop_key, flip_key = jax.random.split(rng)
+  return {"offsets": jax.random.randint(crop_key, (batch, 2), 0, 2 * pad + 1),
+          "mirror": jax.random.bernoulli(flip_key, 0.5, (batch,))}
+
+
+def apply_crop_flip(images: jax.Array, draws: dict, *, pad: int, pad_mode: str = "constant",
+                    crop: bool = True, flip: bool = True) -> jax.Array:
+  """Pad + crop back to the input size at ``draws['offsets']``, flip where ``draws['mirror']``."""
+  height, width = images.shape[1:3]
+  if crop and pad > 0:
+    images = crop_at(pad_images(images, pad, pad_mode), draws["offsets"], height, width)
+  if flip:
+    images = jnp.where(draws["mirror"][:, None, None, None], images[:, :, ::-1, :], images)
+  return images
+
+
 def random_crop_flip(rng: jax.Array, images: jax.Array, *, pad: int, pad_mode: str = "constant",
                      crop: bool = True, flip: bool = True) -> jax.Array:
   """Pad + random crop back to the input size, and a random horizontal flip (p = 0.5).
@@ -46,16 +66,8 @@ def random_crop_flip(rng: jax.Array, images: jax.Array, *, pad: int, pad_mode: s
   Every sample draws its own crop offset in [0, 2 * pad] per axis and its own flip. Returns the
   input dtype (uint8 stays uint8).
   """
-  crop_key, flip_key = jax.random.split(rng)
-  batch, height, width = images.shape[:3]
-  if crop and pad > 0:
-    padded = pad_images(images, pad, pad_mode)
-    offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * pad + 1)
-    images = crop_at(padded, offsets, height, width)
-  if flip:
-    mirror = jax.random.bernoulli(flip_key, 0.5, (batch,))
-    images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1, :], images)
-  return images
+  draws = crop_flip_draws(rng, images.shape[0], pad=pad)
+  return apply_crop_flip(images, draws, pad=pad, pad_mode=pad_mode, crop=crop, flip=flip)
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
@@ -66,8 +78,14 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
 
 def train_transform(rng: jax.Array, images: jax.Array, aug_cfg, mean, std) -> jax.Array:
   """Crop / flip as ``config.augment`` enables them, then normalise."""
-  images = random_crop_flip(rng, images, pad=int(aug_cfg.pad), pad_mode=aug_cfg.pad_mode,
-                            crop=bool(aug_cfg.crop), flip=bool(aug_cfg.flip))
+  return transform_drawn(images, crop_flip_draws(rng, images.shape[0], pad=int(aug_cfg.pad)),
+                         aug_cfg, mean, std)
+
+
+def transform_drawn(images: jax.Array, draws: dict, aug_cfg, mean, std) -> jax.Array:
+  """``train_transform`` with its randomness given (``crop_flip_draws``, maybe sliced)."""
+  images = apply_crop_flip(images, draws, pad=int(aug_cfg.pad), pad_mode=aug_cfg.pad_mode,
+                           crop=bool(aug_cfg.crop), flip=bool(aug_cfg.flip))
   return normalize(images, mean, std)
 
 
