@@ -13,6 +13,7 @@ row per image: path, then the top-k classes (names) with their softmax probabili
 "probability"}]}).
 """
 
+import concurrent.futures
 import csv
 import io
 import json
@@ -84,7 +85,7 @@ def format_rows(records: list[dict], suffix: str, k: int) -> str:
 def predict(model, paths: list[str], *, k: int = 5, batch_size: int = 64,
             progress: bool = True) -> list[dict]:
   """Top-``k`` rows of ``paths`` under ``model`` (``export.Model``), batches of ``batch_size`` on
-  the device; each batch is prepared while the device runs the previous one."""
+  the device; each batch is prepared (in threads) while the device runs the previous one."""
   k = min(k, len(model.class_names))
   batch_size = max(1, min(batch_size, len(paths)))
   pending, records = None, []
@@ -94,16 +95,17 @@ def predict(model, paths: list[str], *, k: int = 5, batch_size: int = 64,
     indices, probs = top_k(np.asarray(logits)[:len(batch_paths)], k)
     records.extend(rows(batch_paths, indices, probs, model.class_names))
 
-  for start in tqdm.tqdm(range(0, len(paths), batch_size), unit="batch", disable=not progress,
-                         dynamic_ncols=True):
-    batch_paths = paths[start:start + batch_size]
-    images = np.zeros((batch_size, *model.input_shape), np.uint8)  # padded: one shape, one compile
-    for i, path in enumerate(batch_paths):
-      images[i] = model.prepare(path)
-    logits = model.device_logits(images, batch_size)  # asynchronous
-    if pending is not None:
-      collect(pending)
-    pending = (batch_paths, logits)
+  # PIL decodes and resizes without holding the GIL: a few threads prepare each batch
+  with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+    for start in tqdm.tqdm(range(0, len(paths), batch_size), unit="batch", disable=not progress,
+                           dynamic_ncols=True):
+      batch_paths = paths[start:start + batch_size]
+      images = np.zeros((batch_size, *model.input_shape), np.uint8)  # padded: one shape, one compile
+      images[:len(batch_paths)] = list(pool.map(model.prepare, batch_paths))
+      logits = model.device_logits(images, batch_size)  # asynchronous
+      if pending is not None:
+        collect(pending)
+      pending = (batch_paths, logits)
   collect(pending)
   return records
 
