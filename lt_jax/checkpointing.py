@@ -61,8 +61,23 @@ def restore_latest(mngr: ocp.CheckpointManager, state, loaders: dict | None = No
           "or with another host count?); remove the checkpoints to restart")
     with open(path, "rb") as f:
       loader.set_state(f.read())
+  return restore(mngr, state, epoch), epoch
+
+
+def restore(mngr: ocp.CheckpointManager, state, epoch: int):
+  """The checkpoint of ``epoch``, shaped and sharded like ``state``; ValueError listing the saved
+  epochs when there is none."""
+  if epoch not in mngr.all_steps():
+    raise ValueError(f"{mngr.directory} has no checkpoint of epoch {epoch}; saved epochs: "
+                     f"{sorted(mngr.all_steps()) or 'none'}")
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return mngr.restore(epoch, args=ocp.args.StandardRestore(abstract)), epoch
+  return mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
+
+
+def restore_arrays(mngr: ocp.CheckpointManager, epoch: int) -> dict:
+  """The checkpoint of ``epoch`` as saved ({'params': ..., 'batch_stats': ..., ...}), without a
+  target state: for reading a run whose state layout is not rebuilt (a phase-II head's)."""
+  return mngr.restore(epoch, args=ocp.args.StandardRestore())
 
 
 def loader_state_path(workdir: str, name: str, epoch: int, process: int | None = None) -> str:
