@@ -56,8 +56,10 @@ def _tuples(value):
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run saved in ``workdir/config.json`` (JSON lists back to tuples)."""
   from lt_jax import config as config_lib  # pylint: disable=g-import-not-at-top  (imports JAX)
+  from lt_jax import provenance  # pylint: disable=g-import-not-at-top
   saved = files.read_json(os.path.join(workdir, config_lib.CONFIG_FILE),
                           "the config.json of an lt_jax run: is --workdir a run's folder?")
+  saved.pop(provenance.KEY, None)  # where and with what it ran, not a config field
   return ml_collections.ConfigDict(_tuples(saved))
 
 

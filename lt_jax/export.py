@@ -20,7 +20,6 @@ In Python::
 
 import dataclasses
 import functools
-import importlib.metadata
 import io
 import os
 import sys
@@ -30,19 +29,13 @@ from absl import flags
 import ml_collections
 import numpy as np
 
+import lt_jax
 from lt_jax import files
 
 SPEC_FILE = "model.json"
 VARIABLES_FILE = "variables.msgpack"
 TORCHVISION_FILE = "torchvision.npz"
 FORMAT = 1  # the artifact's layout version
-
-
-def lt_jax_version() -> str:
-  try:
-    return importlib.metadata.version("lt_jax")
-  except importlib.metadata.PackageNotFoundError:
-    return "unknown"
 
 
 @dataclasses.dataclass
@@ -151,7 +144,7 @@ def from_loaded(loaded, replica: int = 0) -> Model:
       "std": [float(s) for s in run.std],
       "input_shape": list(input_shape),
       "preprocess": preprocess,
-      "lt_jax_version": lt_jax_version(),
+      "lt_jax_version": lt_jax.__version__,
       "source": {"workdir": os.path.abspath(workdir), "epoch": loaded.epoch, "replica": replica,
                  "method": loaded.config.method, "dataset": run.config.dataset.name,
                  "train_counts": [int(n) for n in run.ctx.class_counts]},
