@@ -283,6 +283,20 @@ def parse_config(spec: str, args: Sequence[str] = ()) -> ml_collections.ConfigDi
   return flag_values.config
 
 
+def exit_on_help(usage: str, module_name: str, argv: Sequence[str]) -> None:
+  """``--help`` (``--helpfull``) among ``argv``: print ``usage`` and the flags, exit 0."""
+  if any(arg in _HELP for arg in argv[1:]):
+    print_usage(usage, module_name, full=any("helpfull" in arg for arg in argv[1:]))
+    sys.exit(0)
+
+
+def run_command(main: Callable[[list[str]], None], usage: str, flags_parser=None) -> None:
+  """``app.run(main)`` for a command without ``--config`` (evaluate, predict, export): ``--help``
+  prints ``usage`` (the module's docstring) and its flags; a flag error is one ``error:`` line."""
+  exit_on_help(usage, main.__module__, sys.argv)
+  app.run(main, flags_parser=flags_parser or parse_flags_or_exit)
+
+
 def run_with_config(main: Callable[[list[str]], None], usage: str,
                     argv: Sequence[str] | None = None) -> None:
   """Runs an absl ``main`` whose ``--config`` is a config name or file (see ``resolve_config``).
@@ -292,9 +306,7 @@ def run_with_config(main: Callable[[list[str]], None], usage: str,
   becomes ``flags.FLAGS.config``.
   """
   argv = list(sys.argv if argv is None else argv)
-  if any(arg in _HELP for arg in argv[1:]):
-    print_usage(usage, main.__module__, full=any("helpfull" in arg for arg in argv[1:]))
-    sys.exit(0)
+  exit_on_help(usage, main.__module__, argv)
   try:
     rest = define_config_flag(argv)
   except ConfigError as e:

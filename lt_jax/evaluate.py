@@ -26,6 +26,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from lt_jax import cli as cli_lib
 from lt_jax import files
 
 EVAL_DIR = "evaluations"
@@ -252,7 +253,7 @@ def cli():
   flags.DEFINE_string("name", "", "Result file name under WORKDIR/evaluations/ (default: from "
                       "the epoch and the overrides).")
   flags.mark_flags_as_required(["workdir"])
-  app.run(main, flags_parser=parse_args)
+  cli_lib.run_command(main, __doc__, flags_parser=parse_args)
 
 
 if __name__ == "__main__":

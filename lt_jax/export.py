@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 import lt_jax
+from lt_jax import cli as cli_lib
 from lt_jax import files
 
 SPEC_FILE = "model.json"
@@ -223,7 +224,7 @@ def cli():
   flags.DEFINE_integer("replica", 0, "Which replica of a replicas=R run.")
   flags.DEFINE_bool("torchvision", False, "Also write torchvision.npz (ImageNet ResNets / VGG).")
   flags.mark_flags_as_required(["workdir", "output"])
-  app.run(main)
+  cli_lib.run_command(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from absl import flags
 import numpy as np
 import tqdm
 
+from lt_jax import cli as cli_lib
 from lt_jax import files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -147,7 +148,7 @@ def cli():
   flags.DEFINE_integer("epoch", None, "With --workdir: the checkpoint (default: the latest).")
   flags.DEFINE_integer("replica", 0, "With --workdir: which replica of a replicas=R run.")
   flags.mark_flags_as_required(["input", "output"])
-  app.run(main)
+  cli_lib.run_command(main, __doc__)
 
 
 if __name__ == "__main__":
