@@ -80,6 +80,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.train.eval_batch_size = 500
   c.train.steps_per_call = 0  # steps per jitted call; 0 = the whole epoch (one lax.scan) on GPU/TPU, 1 on CPU
   c.train.plots = True  # PNG plots in the workdir at the end
+  c.train.log_every_steps = -1  # progress line (steps/s, ETA, loss) every N steps; 0 = off;
+  # -1 = every 100 when stderr is not a terminal (cluster logs), else off (tqdm bar)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.crop = True  # pad + random crop back to the input size
@@ -93,7 +95,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # True: train from the grain loaders (the streamed feed; dataset.source split_file | inat_json |
   # inat_tfds), batches decoded per step instead of the whole set held on the device
   c.loader.stream = False
-  c.loader.workers = -1  # decoding processes; -1 = one per CPU core, 0 = in the training process
+  c.loader.workers = -1  # decoding processes; -1 = one per CPU core of this process's affinity (a
+  # SLURM task's --cpus-per-task), 0 = in the training process
   c.loader.prefetch = 2  # batches buffered per worker
   c.loader.min_crop_area = 0.08  # random-resized-crop area range [min, 1] of the image
   c.loader.eval_crop_ratio = 0.875  # eval: resize the shorter side to S / ratio, centre crop S

@@ -13,13 +13,17 @@ Usage (from the repository root)::
 
   python -m launch.sweep --config=configs/mfm_cifar_dev.py --workdir_root=runs/mfm_t2   # print
   python -m launch.sweep --config=configs/mfm_cifar_dev.py:smoke --workdir_root=/tmp/s --run
-  python -m launch.sweep --config=configs/mfm_fmnist.py --workdir_root=runs/t6 \
-      --launcher=slurm --launcher_args=--nodes=1 --extra=--config.seed=1 --run
+  python -m launch.sweep --config=configs/mfm_fmnist.py --workdir_root=/shared/t6 \
+      --launcher=slurm --launcher_args=--time=4:00:00 --extra=--config.seed=1 --run  # job array
   python -m launch.sweep ... --launcher=tpu --workdir_root=gs://BUCKET/sweeps/t2 \
       --launcher_args=--name=my-pod --launcher_args=--zone=us-central2-b --run
 
 Arguments after ``--`` are appended to every command like ``--extra``. Re-running a sweep resumes
-every row from its latest checkpoint (finished rows end at once).
+every row from its latest checkpoint (finished rows end at once). ``--launcher=slurm`` submits one
+job array (``sbatch --array=0-N-1 launch/slurm.sbatch --rows=.sweeps/FILE``), its rows' trainer
+arguments in ``.sweeps/`` under the repository root (written with ``--run``; the dry run prints
+them). ``--launcher=tpu`` runs the rows in turn on one TPU VM, copying and installing only for the
+first.
 """
 
 import copy
@@ -42,6 +46,7 @@ from lt_jax import cli  # pylint: disable=g-import-not-at-top
 
 LAUNCHERS = ("local", "slurm", "tpu")
 SLURM_SCRIPT = "launch/slurm.sbatch"
+ROWS_DIR = ".sweeps"  # job-array rows, under the repository root (where sbatch runs)
 TPU_SCRIPT = "launch/tpu_pod.sh"
 _MAX_NAME = 200  # well under the usual 255-byte file name limit
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
@@ -129,7 +134,7 @@ def _join_root(root: str, name: str) -> str:
 
 def sweep_commands(config_path: str, workdir_root: str, extra: Sequence[str] = (),
                    launcher: str = "local", launcher_args: Sequence[str] = (),
-                   python: str = "python") -> list[list[str]]:
+                   python: str = "python", rows_files: dict | None = None) -> list[list[str]]:
   """One argv per sweep row of ``config_path`` (``'configs/x.py'`` or ``'configs/x.py:smoke'``).
 
   Args:
@@ -137,11 +142,13 @@ def sweep_commands(config_path: str, workdir_root: str, extra: Sequence[str] = (
       optional ``:args``.
     workdir_root: each row runs in ``workdir_root/<row name>`` (a local path or gs://...).
     extra: arguments appended to every trainer command, e.g. ``('--config.seed=1',)``.
-    launcher: ``local`` (``python -m lt_jax.main ...``), ``slurm`` (``sbatch [launcher_args]
-      --job-name=lt_jax-<row> launch/slurm.sbatch ...``) or ``tpu`` (``launch/tpu_pod.sh
-      [launcher_args] -- ...``).
+    launcher: ``local`` (``python -m lt_jax.main ...``), ``slurm`` (one job array: ``sbatch
+      [launcher_args] --array=0-N-1 ... launch/slurm.sbatch --rows=FILE``) or ``tpu``
+      (``launch/tpu_pod.sh [launcher_args] [--skip-setup after the first row] -- ...``).
     launcher_args: options for sbatch / tpu_pod.sh (ignored by ``local``).
     python: the interpreter of local commands.
+    rows_files: filled with {path under the repository root: text} of the files the commands
+      need (the job array's rows), to write before running them.
 
   Returns:
     A list of argv lists (not shell-quoted: print them with ``shlex.join``).
@@ -163,7 +170,7 @@ def sweep_commands(config_path: str, workdir_root: str, extra: Sequence[str] = (
   base_config = commands.parse_config_flags(parse_arg, [])
   extra = list(extra)
   _check_extra(extra, base_config, path)
-  argvs = []
+  argvs, trainer_rows = [], []
   for name, overrides in rows:
     trainer_args = [f"--config={config_arg}", f"--workdir={_join_root(workdir_root, name)}",
                     *commands.override_flags(overrides), *extra]
@@ -174,13 +181,20 @@ def sweep_commands(config_path: str, workdir_root: str, extra: Sequence[str] = (
       if got != want:
         raise commands.CommandError(f"{file.name}, row {name}: {key}={value!r} reads back as "
                                     f"{got!r}")
+    trainer_rows.append(trainer_args)
     if launcher == "local":
       argvs.append(commands.trainer_command(trainer_args, python))
-    elif launcher == "slurm":
-      argvs.append(["sbatch", *launcher_args, f"--job-name=lt_jax-{name}", SLURM_SCRIPT,
+    elif launcher == "tpu":  # the first row copies the code and installs; the others reuse them
+      argvs.append([TPU_SCRIPT, *launcher_args, *(["--skip-setup"] if argvs else []), "--",
                     *trainer_args])
-    else:
-      argvs.append([TPU_SCRIPT, *launcher_args, "--", *trainer_args])
+  if launcher == "slurm":
+    text = "".join(shlex.join(args) + "\n" for args in trainer_rows)
+    path = f"{ROWS_DIR}/{file.stem}-{hashlib.sha1(text.encode()).hexdigest()[:10]}.rows"
+    if rows_files is not None:
+      rows_files[path] = text
+    argvs.append(["sbatch", *launcher_args, f"--array=0-{len(trainer_rows) - 1}",
+                  f"--job-name=lt_jax-{file.stem}", "--output=%x-%A_%a.out", SLURM_SCRIPT,
+                  f"--rows={path}"])
   return argvs
 
 
@@ -231,15 +245,22 @@ flags.mark_flags_as_required(["config", "workdir_root"])
 def main(argv):
   execute = _RUN.value or not _DRY_RUN.value
   python = _PYTHON.value or (sys.executable if execute else "python")
+  rows_files = {}
   try:
     argvs = sweep_commands(_CONFIG.value, _WORKDIR_ROOT.value, [*_EXTRA.value, *argv[1:]],
-                           _LAUNCHER.value, _LAUNCHER_ARGS.value, python)
+                           _LAUNCHER.value, _LAUNCHER_ARGS.value, python, rows_files)
   except commands.CommandError as e:
     sys.exit(f"sweep: error: {e}")
   if not execute:
+    for path, text in rows_files.items():
+      print(f"# {path} (written with --run), one row per array task:")
+      print("".join(f"#   {i}: {line}\n" for i, line in enumerate(text.splitlines())), end="")
     for command in argvs:
       print(shlex.join(command))
     return 0
+  for path, text in rows_files.items():
+    (commands.REPO_ROOT / path).parent.mkdir(exist_ok=True)
+    (commands.REPO_ROOT / path).write_text(text)
   sys.exit(run_commands(argvs))
 
 

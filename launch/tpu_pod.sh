@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs lt_jax on a Cloud TPU VM (single host or pod slice): create or reuse the VM, copy this
-# checkout, install, and run launch/run_on_host.sh on every worker (--worker=all).
+# checkout, install (only when pyproject.toml changed), and start launch/run_on_host.sh on every
+# worker (--worker=all) detached from the ssh session (nohup setsid, log in ~/lt_jax_logs on each
+# worker), then follow worker 0's log until the run ends. A dropped ssh connection (or Ctrl-C)
+# stops only the following: the run goes on; --attach follows it again.
 #
 # Re-running the same command resumes the run from its latest checkpoint in the gs:// workdir; a
 # preempted (spot) VM is deleted and created again first. Exit status 75: the trainer was stopped
@@ -21,7 +24,10 @@ Options (each also read from the environment variable in brackets):
                      gs://BUCKET/WORKDIR. All workers of a pod must share the workdir.
   --project=PROJECT  GCP project [TPU_PROJECT] (default: gcloud's configured project)
   --spot             create the VM as a spot VM (cheaper, preemptible)
-  --skip-setup       do not copy the code or install (the VM has them from an earlier run)
+  --skip-setup       do not copy the code or install (the VM has them from an earlier run;
+                     ignored when the VM is created)
+  --detach           start the run and return (follow it later with --attach)
+  --attach           only follow the log of this workdir's run (started earlier) to its end
   --distributed / --no-distributed
                      force jax.distributed.initialize() on or off (default: on when TYPE has
                      more than one host, i.e. its number is above 8)
@@ -49,6 +55,8 @@ bucket="${BUCKET:-}"
 project="${TPU_PROJECT:-}"
 spot=0
 skip_setup=0
+detach=0
+attach=0
 distributed=auto
 dry_run=0
 trainer_args=()
@@ -73,6 +81,8 @@ while [[ $# -gt 0 ]]; do
       ;;
     --spot) spot=1 ;;
     --skip-setup) skip_setup=1 ;;
+    --detach) detach=1 ;;
+    --attach) attach=1 ;;
     --distributed) distributed=1 ;;
     --no-distributed) distributed=0 ;;
     --dry-run | --dry_run) dry_run=1 ;;
@@ -101,7 +111,7 @@ for ((i = 0; i < ${#trainer_args[@]}; i++)); do
     --config | --workdir) die "write ${trainer_args[i]}=VALUE (with '=')" ;;
   esac
 done
-((have_config)) || die "missing trainer argument --config=configs/X.py[:ARGS]"
+((have_config || attach)) || die "missing trainer argument --config=configs/X.py[:ARGS]"
 [[ -n "$workdir" ]] ||
   die "missing trainer argument --workdir=gs://BUCKET/DIR (or --workdir=DIR with --bucket)"
 bucket="${bucket#gs://}"
@@ -161,6 +171,30 @@ if ((!dry_run)); then
     die "gcloud not found (install the Google Cloud SDK, or use --dry-run)"
 fi
 
+# The run's files on each worker: its log and, once it ends, its exit status.
+run_id="run-$(printf '%s' "$workdir" | cksum | cut -d' ' -f1)"
+log="\$HOME/lt_jax_logs/$run_id.log"
+rc_file="\$HOME/lt_jax_logs/$run_id.rc"
+pid_file="\$HOME/lt_jax_logs/$run_id.pid"
+follow="tail -n +1 -F $log & t=\$!; while [[ ! -f $rc_file ]]; do sleep 5; done; sleep 1"
+follow+="; kill \$t; exit \$(cat $rc_file)"
+follow_cmd=("${tpu[@]}" ssh "$name" "${gcloud_opts[@]}" --worker=0 --command="bash -c $(quote "$follow")")
+
+follow_run() {  # worker 0's log to the end of the run; the run's exit status
+  local rc=0
+  run "${follow_cmd[@]}" || rc=$?
+  if ((rc == 75)); then
+    echo "tpu_pod.sh: preempted: the trainer checkpointed and stopped (exit status 75);" \
+      "run this command again to resume" >&2
+  fi
+  return "$rc"
+}
+
+if ((attach)); then
+  follow_run
+  exit $?
+fi
+
 # 1. The TPU VM: reuse, recreate when preempted, or create.
 create=("${tpu[@]}" create "$name" "${gcloud_opts[@]}" --accelerator-type="$type"
   --version="$version")
@@ -173,11 +207,12 @@ else
   state="$("${tpu[@]}" describe "$name" "${gcloud_opts[@]}" --format='value(state)' \
     2>/dev/null || true)"
   case "$state" in
-    "") run "${create[@]}" ;;
+    "") run "${create[@]}"; skip_setup=0 ;;
     PREEMPTED | TERMINATED)
       echo "tpu_pod.sh: $name is $state: deleting and creating it again" >&2
       run "${tpu[@]}" delete "$name" "${gcloud_opts[@]}" --quiet
       run "${create[@]}"
+      skip_setup=0
       ;;
     *) echo "tpu_pod.sh: reusing TPU VM $name ($state)" >&2 ;;
   esac
@@ -190,30 +225,43 @@ if ((!skip_setup)); then
   run tar -czf "$tarball" -C "$repo" --exclude=.git --exclude=venv --exclude=.venv \
     --exclude=workdirs --exclude=runs --exclude=__pycache__ --exclude='*.egg-info' \
     --exclude=.pytest_cache --exclude=.data --exclude=.whl --exclude=.gl --exclude=build \
-    --exclude=dist --exclude='*.zip' --exclude='*.npz' --exclude='*.npy' .
+    --exclude=dist --exclude=.sweeps --exclude='*.zip' --exclude='*.npz' --exclude='*.npy' .
   run "${tpu[@]}" scp "$tarball" "$name:$tarball_name" "${gcloud_opts[@]}" --worker=all
   # Python >= 3.11: the system one when it is new enough, else one that uv installs.
   setup="set -euo pipefail; dir=\$HOME/$remote_dir; venv=\$HOME/$remote_venv"
+  # A run still going on this worker keeps its code: nothing is replaced under it.
+  setup+="; for f in \$HOME/lt_jax_logs/*.pid; do [[ -f \$f ]] && kill -0 \$(cat \$f) 2>/dev/null"
+  setup+=" && { echo \"\$(hostname): a run is going (\$f): code and venv left as they are\" >&2"
+  setup+="; exit 0; }; done"
   setup+="; rm -rf \"\$dir\"; mkdir -p \"\$dir\"; tar -xzf \"\$HOME/$tarball_name\" -C \"\$dir\""
   setup+="; if [[ ! -x \$venv/bin/python ]]; then"
   setup+=" python3 -c \"import sys; sys.exit(sys.version_info < (3, 11))\""
   setup+=" && python3 -m venv \"\$venv\""
   setup+=" || { rm -rf \"\$venv\"; python3 -m pip install --user -q uv"
   setup+="; \$HOME/.local/bin/uv venv --seed --python 3.12 \"\$venv\"; }; fi"
-  setup+="; \"\$venv/bin/python\" -m pip install -q --upgrade pip"
-  setup+="; \"\$venv/bin/python\" -m pip install -q -e \"\$dir\" \"jax[tpu]\""
+  # Install only when pyproject.toml changed (the editable install sees new code at once).
+  setup+="; stamp=\$(sha1sum \"\$dir/pyproject.toml\" | cut -c1-40)"
+  setup+="; if [[ \"\$(cat \"\$venv/.lt_jax_installed\" 2>/dev/null)\" != \"\$stamp\" ]]; then"
+  setup+=" \"\$venv/bin/python\" -m pip install -q --upgrade pip"
+  setup+=" && \"\$venv/bin/python\" -m pip install -q -e \"\$dir[gcs]\" \"jax[tpu]\""
+  setup+=" && echo \"\$stamp\" > \"\$venv/.lt_jax_installed\"; fi"
   run "${tpu[@]}" ssh "$name" "${gcloud_opts[@]}" --worker=all --command="bash -c $(quote "$setup")"
 fi
 
-# 3. The run, on all workers at once.
+# 3. The run, on all workers at once, detached from this ssh session.
 env_vars="LT_JAX_VENV=\$HOME/$remote_venv"
 ((distributed)) && env_vars+=" LT_JAX_DISTRIBUTED=1" || env_vars+=" LT_JAX_DISTRIBUTED=0"
-remote_run="cd \$HOME/$remote_dir && $env_vars launch/run_on_host.sh"
-rc=0
-run "${tpu[@]}" ssh "$name" "${gcloud_opts[@]}" --worker=all \
-  --command="$remote_run $(quote_all "${trainer_args[@]}")" || rc=$?
-if ((rc == 75)); then
-  echo "tpu_pod.sh: preempted: the trainer checkpointed and stopped (exit status 75);" \
-    "run this command again to resume" >&2
-fi
-exit "$rc"
+trainer="cd \$HOME/$remote_dir && $env_vars launch/run_on_host.sh $(quote_all "${trainer_args[@]}")"
+trainer+="; echo \$? > $rc_file"
+# Started once: a re-run of the same command while the run goes only follows it again.
+start="mkdir -p \$HOME/lt_jax_logs; if [[ -f $pid_file ]] && kill -0 \$(cat $pid_file) 2>/dev/null"
+start+="; then echo \"\$(hostname): already running, not started again\" >&2; else rm -f $rc_file"
+start+=" && { nohup setsid bash -c $(quote "$trainer") >> $log 2>&1 < /dev/null & echo \$! > $pid_file; }"
+start+="; fi"
+((dry_run)) && echo "# start the run detached on every worker (nohup setsid; it survives this ssh):"
+run "${tpu[@]}" ssh "$name" "${gcloud_opts[@]}" --worker=all --command="$start"
+((dry_run)) || echo "tpu_pod.sh: started on every worker of $name (log ~/lt_jax_logs/$run_id.log" \
+  "there); follow it again with: $0 --attach --name=$name --zone=$zone --workdir=$workdir" >&2
+((detach)) && exit 0
+((dry_run)) && echo "# follow worker 0's log to the end (Ctrl-C or a dropped ssh stops only this):"
+follow_run

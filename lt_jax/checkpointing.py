@@ -23,7 +23,7 @@ def manager(workdir: str, keep: int, read_only: bool = False) -> ocp.CheckpointM
   ``read_only``, restoring only)."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                          read_only=read_only)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+  return ocp.CheckpointManager(files.join(files.resolve(workdir), "checkpoints"), options=options)
 
 
 def _workdir(mngr: ocp.CheckpointManager) -> str:
@@ -54,12 +54,12 @@ def restore_latest(mngr: ocp.CheckpointManager, state, loaders: dict | None = No
     return state, 0
   for name, loader in (loaders or {}).items():
     path = loader_state_path(_workdir(mngr), name, epoch)
-    if not os.path.exists(path):
+    if not files.exists(path):
       raise FileNotFoundError(
           f"{path} is missing: the checkpoint of epoch {epoch} in {mngr.directory} has no {name} "
           f"loader state for process {jax.process_index()} (was it written by loader.stream=False "
           "or with another host count?); remove the checkpoints to restart")
-    with open(path, "rb") as f:
+    with files.open(path, "rb") as f:
       loader.set_state(f.read())
   return restore(mngr, state, epoch), epoch
 
@@ -83,14 +83,14 @@ def restore_arrays(mngr: ocp.CheckpointManager, epoch: int) -> dict:
 def loader_state_path(workdir: str, name: str, epoch: int, process: int | None = None) -> str:
   """``workdir/loader_state/process{i}_{name}_epoch{e}.bin``."""
   process = jax.process_index() if process is None else process
-  return os.path.join(workdir, LOADER_DIR, f"process{process}_{name}_epoch{epoch}.bin")
+  return files.join(workdir, LOADER_DIR, f"process{process}_{name}_epoch{epoch}.bin")
 
 
 def prune_loader_states(workdir: str, keep_epochs) -> None:
   """Deletes this host's loader states of epochs whose checkpoint orbax has dropped."""
-  folder = os.path.join(workdir, LOADER_DIR)
+  folder = files.join(workdir, LOADER_DIR)
   pattern = re.compile(rf"process{jax.process_index()}_\w+?_epoch(\d+)\.bin$")
-  for name in os.listdir(folder):
+  for name in files.listdir(folder):
     match = pattern.match(name)
     if match and int(match.group(1)) not in set(keep_epochs):
-      os.remove(os.path.join(folder, name))
+      files.remove(files.join(folder, name))

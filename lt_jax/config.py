@@ -7,7 +7,6 @@ The data fields' checks live beside the data (``lt_jax.data.check_config``), eac
 
 import copy
 import json
-import os
 
 import ml_collections
 
@@ -55,6 +54,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for name in NON_NEGATIVE:
     if not field(config, name) >= 0:
       raise ValueError(f"{name}={field(config, name)!r} must be >= 0")
+  if config.train.get("log_every_steps", -1) < -1:
+    raise ValueError(f"train.log_every_steps={config.train.log_every_steps} must be >= -1 "
+                     "(-1 = every 100 steps when stderr is not a terminal, 0 = off)")
   decays = list(config.optim.decay_epochs)
   if decays != sorted(decays):
     raise ValueError(f"optim.decay_epochs={tuple(decays)} must be increasing")
@@ -138,7 +140,7 @@ CONFIG_FILE = "config.json"
 SAFE_TO_CHANGE = ("train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
                   "train.keep_checkpoints", "train.eval_batch_size", "train.plots",
                   "train.steps_per_call", "loader.workers", "loader.prefetch", "dataset.data_dir",
-                  "mfm.tsne_samples", "fsa.steps", "decouple.steps")
+                  "mfm.tsne_samples", "fsa.steps", "decouple.steps", "train.log_every_steps")
 
 
 def flat(tree: dict, prefix: str = "") -> dict:
@@ -156,8 +158,8 @@ def changes_from_saved(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """{field: (saved, now)} of the safe fields a re-run of ``workdir`` changes; ValueError listing
   every field that would change the result. Fields the saved run did not have (added to the code
   since) are not compared. A workdir without ``config.json`` is a new run: {}."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = files.join(workdir, CONFIG_FILE)
+  if not files.exists(path):
     return {}
   saved = flat(files.read_json(path, "the config of an earlier run"))
   now = flat(json.loads(json.dumps(config.to_dict())))

@@ -85,7 +85,8 @@ def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: 
   """
   writers = [metric_writer.MetricWriter(d) for d in report.replica_dirs(workdir, replicas)]
   bar = tqdm.tqdm(range(start, end), initial=start, total=end, unit=unit,
-                  disable=jax.process_index() != 0, dynamic_ncols=True)
+                  disable=jax.process_index() != 0 or None, dynamic_ncols=True)  # None: off when
+  # stderr is not a terminal (a cluster log gets progress lines and the epoch line below instead)
   try:
     for epoch in bar:
       started = time.time()
@@ -111,6 +112,9 @@ def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: 
       if results:
         postfix["err"] = f"{np.mean([r['top1_error'] for r in results]):.2f}"
       bar.set_postfix(postfix)
+      if bar.disable and jax.process_index() == 0:
+        logging.info("%s %d/%d: %s", unit, done, end,
+                     ", ".join(f"{k} {v}" for k, v in postfix.items()))
       stop = _stop_requested(done) and done < end
       if done % checkpoint_every == 0 or done == end or stop:
         checkpointing.save(mngr, state, done, loaders)

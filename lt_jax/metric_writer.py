@@ -10,6 +10,8 @@ import io
 import json
 import math
 import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -24,20 +26,30 @@ class MetricWriter:
   """Appends records to the JSONL file and scalars to TensorBoard (process 0 only)."""
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = files.join(workdir, "metrics.jsonl")
     self.active = jax.process_index() == 0
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if self.active else None
+    # tensorboardX writes gs:// only with google-cloud-storage installed: on a URL it writes
+    # locally and each flush copies the event files to workdir/tensorboard.
+    self._tb_dir = files.join(workdir, "tensorboard")
+    self._tb_local = (tempfile.mkdtemp(prefix="lt_jax_tb") if self.active and files.is_url(workdir)
+                      else self._tb_dir)
+    self._tb = SummaryWriter(self._tb_local) if self.active else None
 
   def write(self, kind: str, epoch: int, step: int, values: dict) -> None:
     if not self.active:
       return
     record = {"kind": kind, "epoch": epoch, "step": step, **values}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    files.append_json_line(self.path, record)
     for name, value in values.items():
       if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
         self._tb.add_scalar(f"{kind}/{name}", value, step)
     self._tb.flush()
+    self._copy_events()
+
+  def _copy_events(self) -> None:
+    if self._tb_local != self._tb_dir:
+      for name in os.listdir(self._tb_local):
+        files.copy(os.path.join(self._tb_local, name), files.join(self._tb_dir, name))
 
   def write_confusion(self, confusion) -> None:
     """counts[true, predicted] of the final evaluation, to ``confusion.npz`` (atomic)."""
@@ -45,20 +57,23 @@ class MetricWriter:
       return
     buffer = io.BytesIO()
     np.savez_compressed(buffer, confusion=np.asarray(confusion, np.int32))
-    files.write_atomic(os.path.join(os.path.dirname(self.path), CONFUSION_FILE), buffer.getvalue())
+    files.write_atomic(files.join(os.path.dirname(self.path), CONFUSION_FILE), buffer.getvalue())
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._copy_events()
+      if self._tb_local != self._tb_dir:
+        shutil.rmtree(self._tb_local, ignore_errors=True)
 
 
 def read_records(workdir: str, kind: str, max_epoch: int | None = None) -> list[dict]:
   """The records of ``kind`` in epoch order, the last one kept per epoch, epochs <= max_epoch."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = files.join(workdir, "metrics.jsonl")
+  if not files.exists(path):
     return []
   by_epoch = {}
-  with open(path) as f:
+  with files.open(path) as f:
     for line in f:
       record = json.loads(line)
       if record["kind"] == kind and (max_epoch is None or record["epoch"] <= max_epoch):
@@ -68,8 +83,8 @@ def read_records(workdir: str, kind: str, max_epoch: int | None = None) -> list[
 
 def read_confusion(workdir: str) -> np.ndarray | None:
   """The final confusion matrix of a finished run (None before the run has finished)."""
-  path = os.path.join(workdir, CONFUSION_FILE)
-  if not os.path.exists(path):
+  path = files.join(workdir, CONFUSION_FILE)
+  if not files.exists(path):
     return None
-  with np.load(path) as saved:
+  with files.open(path, "rb") as f, np.load(io.BytesIO(f.read())) as saved:
     return saved["confusion"]

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lt_jax import files  # noqa: E402
 from lt_jax import metrics  # noqa: E402
 
 MAX_WIDTH = 24  # inches
@@ -26,7 +27,9 @@ TOP_PAIRS = 20
 def save_figure(fig, path: str) -> str:
   """Lays out ``fig``, writes it to ``path`` (PNG, 120 dpi) and closes it; returns ``path``."""
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  files.makedirs(os.path.dirname(path))
+  with files.open(path, "wb") as f:  # a URL too
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)
   return path
 
@@ -152,22 +155,21 @@ def write_all(workdir: str, class_names, train_counts, final_eval, confusion, tr
               eval_records):
   """The plots into ``workdir/plots`` (with a confusion matrix: class by class up to
   MAX_CONFUSION classes, by shot group above, and the most-confused pairs); returns their paths."""
-  out = os.path.join(workdir, "plots")
-  os.makedirs(out, exist_ok=True)
+  out = files.join(workdir, "plots")
   recall = final_eval["per_class_recall"]
   paths = [
-      label_histogram(train_counts, class_names, os.path.join(out, "train_labels.png")),
-      per_class_recall(recall, class_names, os.path.join(out, "per_class_recall.png")),
-      recall_against_count(recall, train_counts, os.path.join(out, "recall_vs_count.png")),
-      learning_curves(train_records, eval_records, os.path.join(out, "learning_curves.png")),
+      label_histogram(train_counts, class_names, files.join(out, "train_labels.png")),
+      per_class_recall(recall, class_names, files.join(out, "per_class_recall.png")),
+      recall_against_count(recall, train_counts, files.join(out, "recall_vs_count.png")),
+      learning_curves(train_records, eval_records, files.join(out, "learning_curves.png")),
   ]
   if confusion is not None:
     if len(class_names) <= MAX_CONFUSION:
-      paths.append(confusion_matrix(confusion, class_names, os.path.join(out, "confusion.png")))
+      paths.append(confusion_matrix(confusion, class_names, files.join(out, "confusion.png")))
     else:
       paths.append(confusion_by_group(confusion, train_counts,
-                                      os.path.join(out, "confusion_by_group.png")))
-    paths.append(most_confused(confusion, class_names, os.path.join(out, "most_confused.png")))
+                                      files.join(out, "confusion_by_group.png")))
+    paths.append(most_confused(confusion, class_names, files.join(out, "most_confused.png")))
   return paths
 
 
@@ -188,5 +190,4 @@ def modulation_tsne(modulation, labels, class_names, path: str, title: str = "")
     ax.set_yticks([])
   if len(class_names) <= 20 and "points" in locals():
     fig.legend(points.legend_elements()[0], class_names, loc="center right", fontsize=7)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   return save_figure(fig, path)

@@ -134,11 +134,14 @@ def make_steps_fn(ctx: ts.Context, method, mesh, *, mean, std, meta_batch: int):
   return jax.jit(steps, static_argnames=("mode", "num_steps"), donate_argnums=0)
 
 
-def run_epoch(steps_fn, state: ts.TrainState, arrays: dict, mode, ctx: ts.Context):
-  """One epoch as the calls of ``call_plan``; returns (state, metrics averaged over its steps)."""
+def run_epoch(steps_fn, state: ts.TrainState, arrays: dict, mode, ctx: ts.Context, on_call=None):
+  """One epoch as the calls of ``call_plan``; returns (state, metrics averaged over its steps).
+  ``on_call(steps done in the epoch, metrics)`` after each call (progress lines)."""
   totals = None
   for first, num_steps in call_plan(ctx):
     state, metrics = steps_fn(state, arrays, first, mode, num_steps)
+    if on_call is not None:
+      on_call(first + num_steps, metrics)
     weighted = jax.tree.map(lambda m, n=num_steps: m * n, metrics)
     totals = weighted if totals is None else jax.tree.map(jnp.add, totals, weighted)
   return state, jax.tree.map(lambda t: t / ctx.steps_per_epoch, totals)

@@ -1,6 +1,5 @@
 """The end of a run: ``summary.json`` from the records on disk, per-replica folders, plots, the printout."""
 
-import os
 
 from absl import logging
 import jax
@@ -18,7 +17,7 @@ def replica_dirs(workdir: str, replicas: int) -> list[str]:
   """Where each replica's metrics, plots and summary go: the workdir itself, or workdir/replica{r}."""
   if replicas == 1:
     return [workdir]
-  return [os.path.join(workdir, f"replica{r}") for r in range(replicas)]
+  return [files.join(workdir, f"replica{r}") for r in range(replicas)]
 
 
 def replica(tree, r: int, replicas: int):
@@ -69,7 +68,7 @@ def finish(workdir: str, *, replicas: int, epochs: int, class_names, class_count
   summary[provenance.KEY] = provenance.record()
   if jax.process_index() != 0:
     return summary
-  files.write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary)
+  files.write_json_atomic(files.join(workdir, SUMMARY_FILE), summary)
   if plots:  # after the summary: a failed plot is a warning, never a lost run
     from lt_jax import plots as plots_lib  # pylint: disable=g-import-not-at-top  (matplotlib)
     for folder, eval_records in zip(folders, evals):

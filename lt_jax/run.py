@@ -6,7 +6,6 @@ checks that a workdir holding a run gets the same run, and, with stop signals ca
 
 import contextlib
 import datetime
-import os
 
 from absl import logging
 import jax
@@ -27,7 +26,7 @@ def record_changes(config: ml_collections.ConfigDict, workdir: str) -> None:
   changed = config_lib.changes_from_saved(config, workdir)
   if changed and jax.process_index() == 0:
     logging.info("re-run of %s with changed fields %s", workdir, changed)
-    files.append_json_line(os.path.join(workdir, CHANGES_FILE), {
+    files.append_json_line(files.join(workdir, CHANGES_FILE), {
         "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "changed": {k: {"was": was, "now": now} for k, (was, now) in changed.items()}})
 

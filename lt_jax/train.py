@@ -10,7 +10,6 @@ config once and dispatches two-phase methods, rather than this module directly.
 
 import dataclasses
 import math
-import os
 import time
 from typing import Any
 
@@ -32,6 +31,7 @@ from lt_jax import models
 from lt_jax import optim
 from lt_jax import parallel
 from lt_jax import programs
+from lt_jax import progress as progress_lib
 from lt_jax import provenance
 from lt_jax import report
 from lt_jax import train_state as ts
@@ -112,6 +112,9 @@ def meta_batch_size(config, num_meta: int, devices: int = 1) -> int:
   if not size:
     raise ValueError(f"meta.batch_size={config.meta.batch_size} with {num_meta} meta images leaves "
                      f"no meta sample for each of the {devices} devices")
+  if size != min(config.meta.batch_size, num_meta):
+    logging.warning("meta batch of %d cut to %d: a multiple of the %d devices",
+                    min(config.meta.batch_size, num_meta), size, devices)
   return size
 
 
@@ -155,7 +158,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, read_only: bool = Fal
   method = methods.get_method(config.method)
   needs_meta = method.needs_meta_data(config)
   if not read_only:
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
   data = source = None
   if config.loader.stream:
     source = stream.load(config, needs_meta)
@@ -206,6 +209,15 @@ def selection(run: Run) -> dict:
       settings={**data_lib.settings_of(config), "meta.from": meta_split})
 
 
+def step_progress(run: Run) -> progress_lib.StepProgress:
+  """The run's step-level progress lines (``train.log_every_steps``)."""
+  steps = run.ctx.steps_per_epoch
+  return progress_lib.StepProgress(progress_lib.every_steps(run.config),
+                                   total=run.config.train.epochs * steps,
+                                   done=run.start_epoch * steps, steps_per_epoch=steps,
+                                   batch_size=run.config.train.batch_size)
+
+
 def memory_feed(run: Run):
   """(train_epoch, evaluate) of the in-memory feed: the scanned epoch and the sharded test set."""
   data, ctx, mesh, replicas = run.data, run.ctx, run.mesh, run.config.replicas
@@ -221,8 +233,12 @@ def memory_feed(run: Run):
       ctx, mesh, mean=run.mean, std=run.std,
       batch_size=min(run.config.train.eval_batch_size, -(-num_test // mesh.size)))
 
+  progress = step_progress(run)
+
   def train_epoch(state, epoch):
-    state, metrics = programs.run_epoch(steps_fn, state, arrays, run.method.mode(epoch, ctx), ctx)
+    state, metrics = programs.run_epoch(
+        steps_fn, state, arrays, run.method.mode(epoch, ctx), ctx,
+        on_call=lambda done, m: progress.update(epoch * ctx.steps_per_epoch + done, m.get("loss")))
     return state, [{**m, "compiles": steps_fn._cache_size()} for m in loop.per_replica(metrics, replicas)]
 
   def evaluate(state):
@@ -241,11 +257,14 @@ def stream_feed(run: Run):
   predict_fn = programs.make_predict_fn(ctx, mesh, mean=run.mean, std=run.std,
                                         batch_size=config.train.eval_batch_size // mesh.size)
 
+  progress = step_progress(run)
+
   def train_epoch(state, epoch):
     started, mode, totals = time.time(), run.method.mode(epoch, ctx), None
     local = stream.next_batch(loaders["train"], loaders.get("meta"))
     for index in range(ctx.steps_per_epoch):
       state, metrics = step_fn(state, stream.global_batch(local, mesh), mode)
+      progress.update(epoch * ctx.steps_per_epoch + index + 1, metrics.get("loss"))
       totals = metrics if totals is None else programs.accumulate(totals, metrics)
       if index + 1 < ctx.steps_per_epoch:  # decoded while the device runs the step just issued
         local = stream.next_batch(loaders["train"], loaders.get("meta"))
@@ -276,7 +295,7 @@ def fit(run: Run, workdir: str) -> dict:
   if jax.process_index() == 0:  # the config as run (a re-run may change only safe fields)
     if not run.start_epoch:
       data_lib.save_selection(selection(run), workdir)
-    files.write_json_atomic(os.path.join(workdir, config_lib.CONFIG_FILE),
+    files.write_json_atomic(files.join(workdir, config_lib.CONFIG_FILE),
                             provenance.config_record(config))
   logging.info("%s: model %s, %d parameters; %d steps per epoch; %d device(s), %d replica(s)%s",
                config.dataset.name, config.model.name,

@@ -13,7 +13,6 @@ device; its randomness is a function of (config.seed, step).
 
 import copy
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +70,7 @@ def phase1_config(config: ml_collections.ConfigDict, workdir: str, group: str):
   """(phase-I config, its workdir, whether this run trains it)."""
   cfg = config[group]
   if cfg.phase1_workdir:
-    saved = files.read_json(os.path.join(cfg.phase1_workdir, config_lib.CONFIG_FILE),
+    saved = files.read_json(files.join(cfg.phase1_workdir, config_lib.CONFIG_FILE),
                             f"{group}.phase1_workdir to be the workdir of a finished lt_jax run")
     p1_config = merge_saved_config(config, saved)
     if methods.get_method(p1_config.method).two_phase:
@@ -83,7 +82,7 @@ def phase1_config(config: ml_collections.ConfigDict, workdir: str, group: str):
     return p1_config, cfg.phase1_workdir, False
   p1_config = copy.deepcopy(config)
   p1_config.method = cfg.phase1_method
-  return p1_config, os.path.join(workdir, PHASE1_DIR), True
+  return p1_config, files.join(workdir, PHASE1_DIR), True
 
 
 def load_phase1(config, workdir: str, group: str):
@@ -97,8 +96,8 @@ def load_phase1(config, workdir: str, group: str):
                        "command again, it resumes)")
     print(f"{group}: training phase I ({p1_config.method}) in {p1_workdir}")
     train.fit(run, p1_workdir)
-  summary_path = os.path.join(p1_workdir, report.SUMMARY_FILE)
-  summary = files.read_json(summary_path, "a summary") if os.path.exists(summary_path) else None
+  summary_path = files.join(p1_workdir, report.SUMMARY_FILE)
+  summary = files.read_json(summary_path, "a summary") if files.exists(summary_path) else None
   return frozen_net(run, p1_workdir), run.data, summary
 
 
@@ -121,17 +120,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   cfg = config[method.phase2_group]
   net, data, phase1_summary = load_phase1(config, workdir, method.phase2_group)
   head = method.make_head(config, net)
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   if jax.process_index() == 0:
     if head.description:
       print(head.description)
     for name, value in head.files.items():
-      files.write_json_atomic(os.path.join(workdir, name), value)
-    files.write_json_atomic(os.path.join(workdir, config_lib.CONFIG_FILE),
+      files.write_json_atomic(files.join(workdir, name), value)
+    files.write_json_atomic(files.join(workdir, config_lib.CONFIG_FILE),
                             provenance.config_record(config))
     data_lib.save_selection(data.selection(), workdir)
-    files.write_json_atomic(os.path.join(workdir, PHASE1_FILE),
-                            {"workdir": os.path.abspath(net.workdir), "summary": phase1_summary})
+    files.write_json_atomic(files.join(workdir, PHASE1_FILE),
+                            {"workdir": files.resolve(net.workdir), "summary": phase1_summary})
 
   steps = head.train_steps
   rounds, length = (steps // cfg.eval_every, cfg.eval_every) if steps else (1, 0)
@@ -164,7 +163,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = loop.run_epochs(state, workdir=workdir, mngr=mngr, start=done_rounds, end=rounds,
                           train_epoch=train_round, evaluate=evaluate, eval_every=1,
                           checkpoint_every=1, unit="round")
-  extra = {"parameters": models.count_params(state.params), "phase1_workdir": os.path.abspath(net.workdir)}
+  extra = {"parameters": models.count_params(state.params), "phase1_workdir": files.resolve(net.workdir)}
   note = ""
   if phase1_summary:
     extra["phase1_final_top1_error"] = phase1_summary.get("final_top1_error")

@@ -4,9 +4,11 @@ import os
 import pathlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 from absl import flags
 import pytest
@@ -172,15 +174,22 @@ def test_bad_extra_and_launcher_fail():
 
 
 def test_launcher_wrappers():
+  rows_files = {}
   slurm = sweep.sweep_commands("configs/mfm_fmnist.py", "/shared/r", launcher="slurm",
-                               launcher_args=["--nodes=1"])
-  assert slurm[0][:4] == ["sbatch", "--nodes=1", "--job-name=lt_jax-mfm.points-conv1",
-                          "launch/slurm.sbatch"]
-  assert slurm[0][4:6] == ["--config=configs/mfm_fmnist.py", "--workdir=/shared/r/mfm.points-conv1"]
+                               launcher_args=["--time=1:00:00"], rows_files=rows_files)
+  (path, text), = rows_files.items()
+  assert slurm == [["sbatch", "--time=1:00:00", "--array=0-6", "--job-name=lt_jax-mfm_fmnist",
+                    "--output=%x-%A_%a.out", "launch/slurm.sbatch", f"--rows={path}"]]
+  rows = [shlex.split(line) for line in text.splitlines()]  # what slurm.sbatch's eval sees
+  assert len(rows) == 7 and rows[0][:2] == ["--config=configs/mfm_fmnist.py",
+                                            "--workdir=/shared/r/mfm.points-conv1"]
+  assert rows[0][2] == """--config.mfm.points=("conv1",)"""
   tpu = sweep.sweep_commands("configs/mfm_fmnist.py", "gs://b/r", launcher="tpu",
                              launcher_args=["--name=p"])
-  assert tpu[-1][:3] == ["launch/tpu_pod.sh", "--name=p", "--"]
-  assert tpu[-1][4] == "--workdir=gs://b/r/mfm.unit_gamma-True"
+  assert tpu[0][:3] == ["launch/tpu_pod.sh", "--name=p", "--"]  # the first row installs
+  assert all(argv[:4] == ["launch/tpu_pod.sh", "--name=p", "--skip-setup", "--"]
+             for argv in tpu[1:])
+  assert tpu[-1][5] == "--workdir=gs://b/r/mfm.unit_gamma-True"
 
 
 def test_cli_dry_run_prints_one_command_per_line():
@@ -230,20 +239,41 @@ def test_tpu_pod_dry_run():
              for line in lines)
   assert any("tpu-vm scp" in line and "--worker=all" in line for line in lines)
   ssh = [shlex.split(line) for line in lines if "tpu-vm ssh" in line]
-  assert len(ssh) == 2 and all("--worker=all" in argv for argv in ssh)
+  assert len(ssh) == 3 and [argv[7] for argv in ssh] == ["--worker=all"] * 2 + ["--worker=0"]
   setup = shlex.split(ssh[0][-1].removeprefix("--command="))
   assert setup[:2] == ["bash", "-c"] and "jax[tpu]" in setup[2]
   subprocess.run(["bash", "-n", "-c", setup[2]], check=True)  # the remote setup script parses
-  # The remote command runs run_on_host.sh with the trainer flags intact, workdir on GCS.
-  remote = ssh[1][-1].removeprefix("--command=")
-  prefix, _, run = remote.partition(" && ")
-  assert prefix == "cd $HOME/lt_jax"
-  argv = shlex.split(run)
-  assert argv[:3] == ["LT_JAX_VENV=$HOME/lt_jax_venv", "LT_JAX_DISTRIBUTED=1",
-                      "launch/run_on_host.sh"]
-  assert argv[3:] == ["--config=configs/mfm_cifar.py", "--workdir=gs://bkt/runs/mfm",
-                      """--config.mfm.points=("block1","block2")""",
-                      "--config.dataset.path=/data/it's here"]
+  for argv in ssh[1:]:
+    subprocess.run(["bash", "-n", "-c", argv[-1].removeprefix("--command=")], check=True)
+  assert "nohup setsid bash -c" in ssh[1][-1]  # detached: a dropped ssh leaves the run going
+
+
+def test_tpu_run_is_detached_and_its_log_followed(tmp_path):
+  """The worker commands of the dry run, run here: the start returns at once with the trainer
+  flags intact (and starts nothing while the run goes), the follow prints the log and returns the
+  run's exit status."""
+  args = ["--config=configs/mfm_cifar.py", "--workdir=gs://bkt/runs/mfm",
+          "--config.dataset.path=/data/it's here"]
+  result = run_script(["launch/tpu_pod.sh", "--dry-run", "--name=p", "--zone=z", *args], check=True)
+  ssh = [shlex.split(line[2:]) for line in result.stdout.splitlines() if "tpu-vm ssh" in line]
+  start, follow = (argv[-1].removeprefix("--command=") for argv in ssh[1:])
+  home = tmp_path / "home"
+  (home / "lt_jax" / "launch").mkdir(parents=True)
+  fake = home / "lt_jax" / "launch" / "run_on_host.sh"
+  fake.write_text('#!/bin/bash\nprintf "%s\\n" "$@" >> "$HOME/args"; echo "epoch 1"; sleep 1\n'
+                  "exit 75\n")
+  fake.chmod(0o755)
+  env = {"HOME": str(home)}
+  assert run_script(["bash", "-c", start], env=env, cwd=tmp_path, check=True).stdout == ""
+  again = run_script(["bash", "-c", start], env=env, cwd=tmp_path, check=True)  # while it runs
+  assert "already running, not started again" in again.stderr
+  for _ in range(100):  # the run ends; the follow then needs no poll of its own
+    if list((home / "lt_jax_logs").glob("*.rc")):
+      break
+    time.sleep(0.05)
+  followed = run_script(["bash", "-c", follow], env=env, cwd=tmp_path)
+  assert followed.returncode == 75 and "epoch 1" in followed.stdout
+  assert (home / "args").read_text().splitlines() == args
 
 
 def test_tpu_pod_real_path_with_fake_gcloud(tmp_path):
@@ -264,8 +294,8 @@ def test_tpu_pod_real_path_with_fake_gcloud(tmp_path):
                       env=env)
   assert result.returncode == 0, result.stderr
   calls = log.read_text().splitlines()
-  assert [c.split()[3] for c in calls] == ["describe", "create", "scp", "ssh", "ssh"]
-  assert "LT_JAX_DISTRIBUTED=0" in calls[-1]  # v4-8: one host
+  assert [c.split()[3] for c in calls] == ["describe", "create", "scp", "ssh", "ssh", "ssh"]
+  assert "LT_JAX_DISTRIBUTED=0" in calls[-2]  # v4-8: one host
   listing = subprocess.run(["tar", "-tzf", tmp_path / "code.tar.gz"], capture_output=True,
                            text=True, check=True).stdout.split()
   assert "./launch/run_on_host.sh" in listing and "./pyproject.toml" in listing
@@ -314,23 +344,71 @@ def test_run_on_host_missing_arguments():
   assert result.returncode == 2 and "--config" in result.stderr
 
 
-def test_slurm_sbatch_runs_srun_with_distributed(tmp_path, fake_python):
+def test_slurm_sbatch_runs_srun_with_cpus_per_task(tmp_path, fake_python):
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   srun = bin_dir / "srun"
-  srun.write_text("#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\nexec \"$@\"\n")
+  srun.write_text(f"#!/bin/bash\necho \"$* SRUN_CPUS_PER_TASK=$SRUN_CPUS_PER_TASK\" > {tmp_path}/srun"
+                  "\nwhile [[ $1 == --* ]]; do shift; done\nexec \"$@\"\n")
   srun.chmod(0o755)
   env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(REPO),
-         "SLURM_JOB_ID": "7", "LT_JAX_PYTHON": fake_python}
+         "SLURM_JOB_ID": "7", "LT_JAX_PYTHON": fake_python, "SLURM_CPUS_PER_TASK": "6"}
   result = run_script(["bash", str(REPO / "launch/slurm.sbatch"), "--config=configs/ce_cifar.py",
                        "--workdir=w"], env=env, cwd=tmp_path)
   assert result.returncode == 0, result.stderr
-  assert result.stdout.strip() == (f"cwd={REPO} dist=1 args=-m lt_jax.main "
-                                   "--config=configs/ce_cifar.py --workdir=w")
+  assert result.stdout.strip() == (f"cwd={REPO} dist=unset args=-m lt_jax.main "
+                                   "--config=configs/ce_cifar.py --workdir=w")  # one task
+  assert (tmp_path / "srun").read_text().startswith("--kill-on-bad-exit=1 --cpus-per-task=6 ")
+  assert (tmp_path / "srun").read_text().strip().endswith("SRUN_CPUS_PER_TASK=6")
+  result = run_script(["bash", str(REPO / "launch/slurm.sbatch"), "--config=c", "--workdir=w"],
+                      env={**env, "SLURM_STEP_NUM_TASKS": "16"}, cwd=tmp_path)
+  assert "dist=1" in result.stdout  # several tasks: jax.distributed
+  rows = tmp_path / "rows"
+  rows.write_text("--config=a --workdir=w0\n--config=b '--workdir=w 1' '--config.x=(\"p\",)'\n")
+  result = run_script(["bash", str(REPO / "launch/slurm.sbatch"), f"--rows={rows}"],
+                      env={**env, "SLURM_ARRAY_TASK_ID": "1"}, cwd=tmp_path)
+  assert result.stdout.strip() == (f"cwd={REPO} dist=unset args=-m lt_jax.main --config=b "
+                                   """--workdir=w 1 --config.x=("p",)""")
+  result = run_script(["bash", str(REPO / "launch/slurm.sbatch"), f"--rows={rows}"],
+                      env={**env, "SLURM_ARRAY_TASK_ID": "2"}, cwd=tmp_path)
+  assert result.returncode == 2 and "has no row 2" in result.stderr
+  dry = run_script(["bash", str(REPO / "launch/slurm.sbatch"), "--dry-run", "--config=c",
+                    "--workdir=w"], env={**env, "SLURM_CPUS_PER_TASK": ""}, cwd=tmp_path)
+  assert dry.stdout == ("+ srun --kill-on-bad-exit=1 --cpus-per-task=8 launch/run_on_host.sh "
+                        "--config=c --workdir=w\n")
   result = run_script(["bash", str(REPO / "launch/slurm.sbatch")], env=env, cwd=tmp_path)
   assert result.returncode == 2 and "missing" in result.stderr
   text = (REPO / "launch/slurm.sbatch").read_text()
-  assert "#SBATCH --requeue" in text and "#SBATCH --signal=" in text
+  assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@" in text
+  assert "#SBATCH --gpus-per-node=1" in text  # defaults for one CIFAR run
+
+
+def test_time_limit_signal_stops_the_trainer_and_requeues(tmp_path):
+  """SIGUSR1 to the batch script (--signal=B:USR1@...) -> SIGTERM to the tasks -> the trainer's
+  checkpoint-and-exit-75 -> scontrol requeue."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for name, body in (("srun", 'while [[ $1 == --* ]]; do shift; done\nexec "$@"'),
+                     ("scancel", f'echo "$*" >> {tmp_path}/scancel; exit 1'),  # kill srun instead
+                     ("scontrol", f'echo "$*" >> {tmp_path}/scontrol'),
+                     ("python", f"trap 'exit 75' TERM; touch {tmp_path}/started\n"
+                                "while true; do sleep 0.1; done")):
+    (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+    (bin_dir / name).chmod(0o755)
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LT_JAX_"))}
+  env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_SUBMIT_DIR=str(REPO), SLURM_JOB_ID="7",
+             LT_JAX_PYTHON=str(bin_dir / "python"))
+  job = subprocess.Popen(["bash", str(REPO / "launch/slurm.sbatch"), "--config=c", "--workdir=w"],
+                         cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+  for _ in range(200):
+    if (tmp_path / "started").exists():
+      break
+    time.sleep(0.05)
+  job.send_signal(signal.SIGUSR1)
+  assert job.wait(timeout=30) == 75, job.stderr.read()
+  assert (tmp_path / "scancel").read_text() == "--signal=TERM 7\n"
+  assert (tmp_path / "scontrol").read_text() == "requeue 7\n"
+  assert "time limit near" in job.stderr.read()
 
 
 def test_exit_status_75_means_requeue(tmp_path):

@@ -9,7 +9,6 @@ for full-size runs (``stream`` holds a streamed run's inputs), and ``load`` keep
 """
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -171,12 +170,12 @@ def _load_given_split(config) -> LongTailData:
 
 def save_selection(record: dict, workdir: str) -> str:
   """Writes a ``selection_record`` to ``workdir/data_selection.json`` atomically; returns the path."""
-  return files.write_json_atomic(os.path.join(workdir, SELECTION_FILE), record)
+  return files.write_json_atomic(files.join(workdir, SELECTION_FILE), record)
 
 
 def read_selection(workdir: str) -> dict:
   """The ``data_selection.json`` of a run's workdir."""
-  return files.read_json(os.path.join(workdir, SELECTION_FILE), "the data selection of an lt_jax run")
+  return files.read_json(files.join(workdir, SELECTION_FILE), "the data selection of an lt_jax run")
 
 
 def channel_stats(images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,10 +33,14 @@ import sys
 import zipfile
 import zlib
 
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
 import tensorflow_datasets as tfds
+
+from lt_jax import files
 
 BUILDER_NAME = "lt_jax_image_folder"
 DATASET_VERSION = "1.0.0"
@@ -123,9 +127,9 @@ class SourceReader(contextlib.AbstractContextManager):
   def _walk(self, pick) -> list[str]:
     """Relative posix names of what ``pick(subdirs, files)`` selects in each folder of the tree."""
     out = []
-    for root, subdirs, files in os.walk(self.path):
+    for root, subdirs, names in os.walk(self.path):
       rel = os.path.relpath(root, self.path).replace(os.sep, "/")
-      out.extend(n if rel == "." else f"{rel}/{n}" for n in pick(subdirs, files))
+      out.extend(n if rel == "." else f"{rel}/{n}" for n in pick(subdirs, names))
     return out
 
   def dirs(self) -> list[str]:
@@ -364,12 +368,12 @@ class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
 def dataset_dir(data_dir: str, config: str) -> str:
   """Where TFDS keeps a prepared config: ``<data_dir>/<builder>/<config>/<version>``."""
-  return os.path.join(data_dir, BUILDER_NAME, config, DATASET_VERSION)
+  return files.join(data_dir, BUILDER_NAME, config, DATASET_VERSION)
 
 
 def default_data_dir() -> str:
   """TFDS's default data dir (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
-  return os.path.expanduser(os.fspath(tfds.core.constants.DATA_DIR))
+  return files.resolve(os.fspath(tfds.core.constants.DATA_DIR))
 
 
 def prepare(path: str, image_size: int = 0, data_dir: str = "") -> str:
@@ -377,15 +381,36 @@ def prepare(path: str, image_size: int = 0, data_dir: str = "") -> str:
   path = check_source(path)
   if image_size < 0:
     raise ValueError(f"dataset.image_size={image_size!r} must be >= 0")
-  data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
+  data_dir = files.resolve(data_dir or default_data_dir())
   config = FolderConfig(name=config_name(path, image_size), path=path, image_size=image_size)
   target = dataset_dir(data_dir, config.name)
-  if not os.path.exists(os.path.join(target, "dataset_info.json")):
+
+  def build():
     builder = ImageFolderBuilder(config=config, data_dir=data_dir, file_format="array_record")
     # TFDS prints its progress lines to stdout; keep stdout for the caller's own output.
     with builder.reader, contextlib.redirect_stdout(sys.stderr):
       builder.download_and_prepare()
+
+  build_once(target, build, process_index=jax.process_index(), process_count=jax.process_count(),
+             barrier=lambda: multihost_utils.sync_global_devices(f"lt_jax prepare {config.name}"))
   return target
+
+
+def build_once(target: str, build, *, process_index: int, process_count: int, barrier) -> None:
+  """One build per job: process 0 runs ``build()`` unless ``target`` is prepared already; with
+  several processes all then wait at ``barrier()`` (after a failed build process 0 exits and the
+  others' barrier fails with it) and read. FileNotFoundError on a process that still finds no
+  ``target``: its ``data_dir`` is not the storage process 0 wrote to."""
+  info = files.join(target, "dataset_info.json")
+  if process_index == 0 and not files.exists(info):
+    build()
+  if process_count > 1:
+    barrier()
+  if not files.exists(info):
+    raise FileNotFoundError(
+        f"{info} is missing on process {process_index} after process 0 prepared it: with "
+        f"{process_count} processes, dataset.data_dir must be storage every process sees (a "
+        "shared file system or gs://), or prepare it beforehand with python -m lt_jax.data")
 
 
 def data_sources(path: str, image_size: int = 0,

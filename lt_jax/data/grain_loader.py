@@ -161,15 +161,24 @@ def local_batch_size(global_batch_size: int, process_count: int, field: str) -> 
   return global_batch_size // process_count
 
 
+def available_cpus() -> int:
+  """The CPU cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` where the
+  platform has no affinity)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0)) or 1
+  return os.cpu_count() or 1
+
+
 def resolve_workers(workers: int) -> int:
-  """``loader.workers``: -1 = one per CPU core, 0 = decode in the calling process.
+  """``loader.workers``: -1 = one per CPU core this process may run on (its affinity: a SLURM
+  task's ``--cpus-per-task``, not the node's cores), 0 = decode in the calling process.
 
   Worker processes read grain's absl flags; outside an absl app (tests, notebooks) the flags are
   marked parsed with their defaults first.
   """
   if workers < -1:
     raise ValueError(f"loader.workers={workers} must be >= -1 (-1 = one per CPU core)")
-  workers = (os.cpu_count() or 1) if workers == -1 else workers
+  workers = available_cpus() if workers == -1 else workers
   if workers and not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   return workers

@@ -14,8 +14,6 @@ to M_phi and is not differentiated through (stop_gradient). With ``mfm.load_modu
 saved by another run is applied frozen, without meta steps (MFM Table 3 transfer).
 """
 
-import json
-import os
 
 import flax
 import jax
@@ -157,28 +155,27 @@ def modulator_spec(ctx) -> dict:
 
 def save_modulator(phi, ctx, workdir: str) -> str:
   """Writes ``workdir/modulator/{params.msgpack, spec.json}`` atomically; returns the folder."""
-  folder = os.path.join(workdir, ARTIFACT_DIR)
-  files.write_atomic(os.path.join(folder, "params.msgpack"), flax.serialization.to_bytes(phi))
-  files.write_json_atomic(os.path.join(folder, "spec.json"), modulator_spec(ctx))
+  folder = files.join(workdir, ARTIFACT_DIR)
+  files.write_atomic(files.join(folder, "params.msgpack"), flax.serialization.to_bytes(phi))
+  files.write_json_atomic(files.join(folder, "spec.json"), modulator_spec(ctx))
   return folder
 
 
 def load_modulator(path: str, ctx):
   """phi of a saved modulator, after checking that its input and output sizes fit this run."""
-  folder = path if os.path.exists(os.path.join(path, "spec.json")) else os.path.join(path, ARTIFACT_DIR)
-  spec_path = os.path.join(folder, "spec.json")
-  if not os.path.exists(spec_path):
+  folder = path if files.exists(files.join(path, "spec.json")) else files.join(path, ARTIFACT_DIR)
+  spec_path = files.join(folder, "spec.json")
+  if not files.exists(spec_path):
     raise FileNotFoundError(f"mfm.load_modulator={path!r}: no {ARTIFACT_DIR}/spec.json there; expected "
                             "the workdir of an MFM run with generator=network")
-  with open(spec_path) as f:
-    spec = json.load(f)
+  spec = files.read_json(spec_path, "a modulator spec")
   mine = modulator_spec(ctx)
   for key in ("num_classes", "points", "hidden", "compressed_size"):
     if spec[key] != mine[key]:
       raise ValueError(f"mfm.load_modulator={path!r} does not fit: its {key} is {spec[key]}, this run "
                        f"needs {mine[key]} (input = number of classes, output = modulated channels)")
   template = modulator_network(ctx).init(jax.random.key(0), jnp.zeros((1, mine["num_classes"])))["params"]
-  with open(os.path.join(folder, "params.msgpack"), "rb") as f:
+  with files.open(files.join(folder, "params.msgpack"), "rb") as f:
     return flax.serialization.from_bytes(template, f.read())
 
 
@@ -204,4 +201,4 @@ def finalize(view, workdir: str) -> None:
     names = list(modulation)
     for name in sorted({names[0], names[-1]}):
       plots.modulation_tsne(modulation[name], labels, view.class_names,
-                            os.path.join(workdir, "plots", f"tsne_{name}.png"), title=name)
+                            files.join(workdir, "plots", f"tsne_{name}.png"), title=name)

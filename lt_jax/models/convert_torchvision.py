@@ -27,6 +27,8 @@ import sys
 
 import numpy as np
 
+from lt_jax import files
+
 RESNET_PATTERN = re.compile(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$")
 BN_PARAMS = {"weight": "scale", "bias": "bias"}
 BN_STATS = {"running_mean": "mean", "running_var": "var"}
@@ -237,8 +239,7 @@ def load_torch_state_dict(path: str) -> dict:
 def save_variables(variables: dict, path: str) -> None:
   """Writes ``flax.serialization.msgpack_serialize(variables)``."""
   from flax import serialization  # pylint: disable=g-import-not-at-top
-  with open(path, "wb") as f:
-    f.write(serialization.msgpack_serialize(variables))
+  files.write_atomic(path, serialization.msgpack_serialize(variables))
 
 
 def load_pretrained(variables: dict, path: str, skip: tuple[str, ...] = ("classifier",)) -> dict:
@@ -249,7 +250,7 @@ def load_pretrained(variables: dict, path: str, skip: tuple[str, ...] = ("classi
   first missing, unexpected or mis-shaped entry.
   """
   from flax import serialization  # pylint: disable=g-import-not-at-top
-  with open(path, "rb") as f:
+  with files.open(path, "rb") as f:  # a gs:// URL too
     loaded = serialization.msgpack_restore(f.read())
 
   def merge(target, source, where):
