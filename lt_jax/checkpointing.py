@@ -5,17 +5,25 @@ mid-save leaves the previous checkpoint intact and the half-written one is ignor
 A streamed run's grain loaders save their positions beside each checkpoint
 (``workdir/loader_state/process{i}_{name}_epoch{e}.bin``, one per host, written atomically before
 the checkpoint that points at them), so a resumed run sees the same batches as an uninterrupted one.
+
+A streamed epoch stopped by a signal between steps is saved by ``save_in_epoch``: the state under
+its global step in ``workdir/checkpoint_in_epoch`` (one kept), beside it per host
+``loader_state/process{i}_in_epoch_step{s}.json`` (epoch, steps done, the epoch's running metric
+sums, the loaders' positions), written first. ``restore_in_epoch`` takes it up when it is newer
+than the latest epoch checkpoint; the next epoch checkpoint deletes it.
 """
 
 import os
 import re
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from lt_jax import files
 
 LOADER_DIR = "loader_state"
+IN_EPOCH_DIR = "checkpoint_in_epoch"
 
 
 def manager(workdir: str, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
@@ -41,6 +49,7 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, loaders: dict | None = 
   mngr.wait_until_finished()
   if loaders:
     prune_loader_states(_workdir(mngr), mngr.all_steps())
+    clear_in_epoch(_workdir(mngr))  # superseded by this epoch's checkpoint
 
 
 def restore_latest(mngr: ocp.CheckpointManager, state, loaders: dict | None = None):
@@ -94,3 +103,70 @@ def prune_loader_states(workdir: str, keep_epochs) -> None:
     match = pattern.match(name)
     if match and int(match.group(1)) not in set(keep_epochs):
       files.remove(files.join(folder, name))
+
+
+def _in_epoch_manager(workdir: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(files.join(workdir, IN_EPOCH_DIR),
+                               options=ocp.CheckpointManagerOptions(max_to_keep=1))
+
+
+def clear_in_epoch(workdir: str, keep: int | None = None) -> None:
+  """Deletes the in-epoch checkpoints (all, or all but global step ``keep``) and this host's
+  positions of them."""
+  if files.exists(files.join(workdir, IN_EPOCH_DIR)):
+    in_epoch = _in_epoch_manager(workdir)
+    for step in in_epoch.all_steps():
+      if step != keep:
+        in_epoch.delete(step)
+  pattern = re.compile(rf"process{jax.process_index()}_in_epoch_step(\d+)\.json$")
+  folder = files.join(workdir, LOADER_DIR)
+  for name in files.listdir(folder):
+    match = pattern.match(name)
+    if match and int(match.group(1)) != keep:
+      files.remove(files.join(folder, name))
+
+
+def _in_epoch_path(workdir: str, step: int) -> str:
+  return files.join(workdir, LOADER_DIR, f"process{jax.process_index()}_in_epoch_step{step}.json")
+
+
+def save_in_epoch(mngr: ocp.CheckpointManager, state, *, epoch: int, steps_done: int, totals: dict,
+                  loaders: dict) -> int:
+  """Saves a streamed epoch stopped after ``steps_done`` of its steps: ``state`` under its global
+  step, the position (``epoch`` = epochs finished before it, ``steps_done``, the metric sums
+  ``totals``) and the ``loaders``' positions; returns the checkpoint's folder."""
+  workdir, step = _workdir(mngr), int(jax.device_get(state.step))
+  position = {"epoch": epoch, "steps_done": steps_done,
+              "totals": {k: [np.asarray(v).item(), str(np.asarray(v).dtype)]
+                         for k, v in jax.device_get(totals).items()},
+              "loaders": {name: _text(loader.get_state()) for name, loader in loaders.items()}}
+  files.write_json_atomic(_in_epoch_path(workdir, step), position)
+  in_epoch = _in_epoch_manager(workdir)
+  in_epoch.save(step, args=ocp.args.StandardSave(state), force=True)
+  in_epoch.wait_until_finished()
+  clear_in_epoch(workdir, keep=step)
+  return files.join(workdir, IN_EPOCH_DIR, str(step))
+
+
+def restore_in_epoch(mngr: ocp.CheckpointManager, state, loaders: dict, after_step: int):
+  """(state, position) of the in-epoch checkpoint when it is newer than global step
+  ``after_step`` (that of the latest epoch checkpoint), the ``loaders`` set to its positions and
+  ``position['totals']`` as arrays; else None."""
+  workdir = _workdir(mngr)
+  if not files.exists(files.join(workdir, IN_EPOCH_DIR)):
+    return None
+  in_epoch = _in_epoch_manager(workdir)
+  step = in_epoch.latest_step()
+  if step is None or step <= after_step:
+    return None
+  position = files.read_json(_in_epoch_path(workdir, step),
+                             f"the position of the in-epoch checkpoint of step {step}")
+  for name, loader in loaders.items():
+    loader.set_state(position["loaders"][name].encode())
+  position["totals"] = {k: np.asarray(v, dtype) for k, (v, dtype) in position["totals"].items()}
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return in_epoch.restore(step, args=ocp.args.StandardRestore(abstract)), position
+
+
+def _text(position) -> str:
+  return position.decode() if isinstance(position, bytes) else str(position)

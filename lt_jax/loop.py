@@ -7,7 +7,8 @@ each hands the loop ``train_epoch(state, epoch) -> (state, [metrics per replica]
 
 Stop signals (``stop_on_signals``: SIGTERM, SIGINT, SIGUSR1) are honoured after the epoch they
 arrive in: its checkpoint is written, then ``Preempted`` is raised (the CLI exits with status 75).
-A multi-host run instead asks JAX's preemption service (which catches SIGTERM on every host) so
+The streamed feed, whose epoch can be long, asks ``stop_requested_in_epoch`` between steps and
+stops there (``checkpointing.save_in_epoch``). A multi-host run instead asks JAX's preemption service (which catches SIGTERM on every host) so
 that all hosts stop after the same epoch.
 """
 
@@ -65,6 +66,11 @@ def stop_on_signals():
     for s, h in previous.items():
       signal.signal(s, h)
     _received.clear()
+
+
+def stop_requested_in_epoch() -> bool:
+  """Whether a stop signal arrived (single-process runs; a multi-host run stops between epochs)."""
+  return jax.process_count() == 1 and bool(_received)
 
 
 def _stop_requested(done: int) -> bool:

@@ -135,6 +135,7 @@ class Run:
   data: data_lib.LongTailData | None = None
   streamed: stream.StreamData | None = None
   loaders: dict | None = None  # the streamed run's grain loaders, at the restored positions
+  in_epoch: dict | None = None  # restored position inside epoch start_epoch + 1 (streamed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,8 +189,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, read_only: bool = Fal
   state = parallel.replicate(init_replicas(config, ctx, method, input_shape), mesh)
   mngr = checkpointing.manager(workdir, config.train.keep_checkpoints, read_only)
   state, start_epoch = checkpointing.restore_latest(mngr, state, loaders)
+  in_epoch = None
+  if loaders and not read_only:  # a streamed epoch stopped by a signal between steps
+    found = checkpointing.restore_in_epoch(mngr, state, loaders, start_epoch * ctx.steps_per_epoch)
+    if found:
+      state, in_epoch = found
+      start_epoch = in_epoch["epoch"]
   return Run(config, method, ctx, mesh, state, mngr, start_epoch, mean, std, meta_batch,
-             tuple(class_names), data, source, loaders)
+             tuple(class_names), data, source, loaders, in_epoch)
 
 
 def selection(run: Run) -> dict:
@@ -260,14 +267,24 @@ def stream_feed(run: Run):
   progress = step_progress(run)
 
   def train_epoch(state, epoch):
-    started, mode, totals = time.time(), run.method.mode(epoch, ctx), None
+    started, mode, first, totals = time.time(), run.method.mode(epoch, ctx), 0, None
+    if run.in_epoch is not None and run.in_epoch["epoch"] == epoch:  # resumed inside this epoch
+      first, totals = run.in_epoch["steps_done"], run.in_epoch["totals"]
+      run.in_epoch = None
     local = stream.next_batch(loaders["train"], loaders.get("meta"))
-    for index in range(ctx.steps_per_epoch):
+    for index in range(first, ctx.steps_per_epoch):
       state, metrics = step_fn(state, stream.global_batch(local, mesh), mode)
       progress.update(epoch * ctx.steps_per_epoch + index + 1, metrics.get("loss"))
       totals = metrics if totals is None else programs.accumulate(totals, metrics)
-      if index + 1 < ctx.steps_per_epoch:  # decoded while the device runs the step just issued
-        local = stream.next_batch(loaders["train"], loaders.get("meta"))
+      if index + 1 < ctx.steps_per_epoch:
+        if loop.stop_requested_in_epoch():  # a long epoch: stop between steps
+          path = checkpointing.save_in_epoch(run.mngr, state, epoch=epoch, steps_done=index + 1,
+                                             totals=totals, loaders=loaders)
+          raise loop.Preempted(
+              f"stopped by a signal after step {index + 1} of {ctx.steps_per_epoch} in epoch "
+              f"{epoch + 1}; checkpointed in {path}: run the same command again to resume")
+        local = stream.next_batch(loaders["train"], loaders.get("meta"))  # decoded while the
+        # device runs the step just issued
     metrics = {k: v / ctx.steps_per_epoch for k, v in loop.per_replica(totals, 1)[0].items()}
     seconds = time.time() - started
     return state, [{**metrics, "compiles": step_fn._cache_size(),
@@ -301,7 +318,8 @@ def fit(run: Run, workdir: str) -> dict:
                config.dataset.name, config.model.name,
                models.count_params(report.replica(run.state.params, 0, replicas)),
                run.ctx.steps_per_epoch, run.mesh.size, replicas,
-               f"; resumed at epoch {run.start_epoch}" if run.start_epoch else "")
+               f"; resumed at step {run.in_epoch['steps_done']} of epoch {run.start_epoch + 1}"
+               if run.in_epoch else f"; resumed at epoch {run.start_epoch}" if run.start_epoch else "")
   train_epoch, evaluate = (stream_feed if run.streamed is not None else memory_feed)(run)
   run.state = loop.run_epochs(
       run.state, workdir=workdir, mngr=run.mngr, start=run.start_epoch, end=config.train.epochs,

@@ -1,5 +1,10 @@
 """Shared test fixtures: tiny configs, contexts, states and batches for method steps."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -58,3 +63,72 @@ def x64():
   """Float64 inside one test only."""
   with jax.enable_x64(True):
     yield
+
+
+# --- lt_jax.main in subprocesses (crash-safety tests) ----------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CE_SMOKE = ("--config=configs/ce_cifar.py:smoke", "--config.train.epochs=8",
+            "--config.train.plots=False", "--config.model.width=2")
+TIME_FIELDS = ("epoch_seconds", "compiles", "images_per_second")  # wall clock, differ between runs
+PATH_FIELDS = ("provenance", "phase1_workdir")  # summary fields naming this machine or workdir
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory):
+  """The environment of ``lt_jax.main`` subprocesses: CPU, one persistent XLA compilation cache
+  for the session (a reference run, a killed run and its resume compile once), miniatures in tmp."""
+  return {**os.environ, "JAX_PLATFORMS": "cpu",
+          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+          "LT_JAX_MINIATURES": str(tmp_path_factory.mktemp("miniatures"))}
+
+
+def train_command(workdir, *args) -> list[str]:
+  return [sys.executable, "-m", "lt_jax.main", f"--workdir={workdir}", *args]
+
+
+def start_cli(args, workdir, env, log_path=None) -> subprocess.Popen:
+  """``lt_jax.main --workdir=workdir *args``; stdout and stderr to ``log_path`` (else piped)."""
+  out = open(log_path, "a") if log_path else subprocess.PIPE
+  return subprocess.Popen(train_command(workdir, *args), cwd=REPO, env=env, stdout=out,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def finish_cli(proc, log_path=None, timeout=300) -> tuple[int, str]:
+  """(exit status, log) once ``proc`` ends."""
+  out, _ = proc.communicate(timeout=timeout)
+  if log_path:
+    with open(log_path) as f:
+      out = f.read()
+  return proc.returncode, out
+
+
+def run_outputs(workdir) -> dict:
+  """Every ``summary.json`` (without ``PATH_FIELDS``) and ``metrics.jsonl`` (the last record per
+  (kind, epoch), as readers keep it, without ``TIME_FIELDS``) under ``workdir``, by relative path."""
+  out = {}
+  for folder, _, names in os.walk(workdir):
+    rel = os.path.relpath(folder, workdir)
+    if "summary.json" in names:
+      with open(os.path.join(folder, "summary.json")) as f:
+        out[os.path.normpath(os.path.join(rel, "summary.json"))] = {
+            k: v for k, v in json.load(f).items() if k not in PATH_FIELDS}
+    if "metrics.jsonl" in names:
+      records = {}
+      with open(os.path.join(folder, "metrics.jsonl")) as f:
+        for line in f:
+          record = {k: v for k, v in json.loads(line).items() if k not in TIME_FIELDS}
+          records[(record["kind"], record["epoch"])] = record
+      out[os.path.normpath(os.path.join(rel, "metrics.jsonl"))] = records
+  return out
+
+
+@pytest.fixture(scope="session")
+def ce_straight(tmp_path_factory, cli_env):
+  """The workdir of an uninterrupted ``CE_SMOKE`` CLI run (8 epochs, in memory)."""
+  workdir = str(tmp_path_factory.mktemp("ce_straight"))
+  rc, log = finish_cli(start_cli(CE_SMOKE, workdir, cli_env))
+  assert rc == 0, log
+  return workdir

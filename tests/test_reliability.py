@@ -1,56 +1,24 @@
 """Crash safety: a stop signal checkpoints and exits 75 and the rerun equals an uninterrupted run;
 one writer per workdir (the lock); bad workdirs named before any data is read."""
 
-import json
 import logging
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
 from configs import ce_cifar
 from configs import crt_cifar
+from conftest import CE_SMOKE, REPO, finish_cli, run_outputs, start_cli, train_command
 from lt_jax import checkpointing
 from lt_jax import files
 from lt_jax import run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIME_FIELDS = ("epoch_seconds", "compiles", "images_per_second")
-
-
-def command(workdir):
-  return [sys.executable, "-m", "lt_jax.main", "--config=configs/ce_cifar.py:smoke",
-          f"--workdir={workdir}", "--config.train.epochs=8", "--config.train.plots=False",
-          "--config.model.width=2"]
-
-
-def start(workdir):
-  return subprocess.Popen(command(workdir), cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc, timeout=300):
-  out, err = proc.communicate(timeout=timeout)
-  return proc.returncode, out + err
-
-
-def outputs(workdir):
-  """summary.json and the metric records without their time fields."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [{k: v for k, v in json.loads(line).items() if k not in TIME_FIELDS} for line in f]
-  return files.read_json(os.path.join(workdir, "summary.json"), "a summary"), records
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("straight"))
-  rc, log = finish(start(workdir))
-  assert rc == 0, log
-  return workdir
+def start(workdir, env):
+  return start_cli(CE_SMOKE, workdir, env)
 
 
 @pytest.fixture
@@ -67,24 +35,26 @@ def write_lock(folder, **owner):
                           {"host": socket.gethostname(), "started": "earlier", **owner})
 
 
-def test_sigterm_checkpoints_exits_75_and_the_rerun_equals_an_uninterrupted_one(straight, tmp_path):
+def test_sigterm_checkpoints_exits_75_and_the_rerun_equals_an_uninterrupted_one(ce_straight, cli_env,
+                                                                               tmp_path):
   workdir = str(tmp_path / "w")
-  proc = start(workdir)
+  proc = start(workdir, cli_env)
   metrics = os.path.join(workdir, "metrics.jsonl")
   while proc.poll() is None and not (os.path.exists(metrics) and os.path.getsize(metrics)):
     time.sleep(0.02)
   proc.send_signal(signal.SIGTERM)
-  rc, log = finish(proc)
+  rc, log = finish_cli(proc)
   assert rc == 75, log
   assert "preempted: stopped by a signal after epoch" in log
   assert 1 <= checkpointing.manager(workdir, 2).latest_step() < 8  # epochs of slack for the signal
   assert not os.path.exists(os.path.join(workdir, files.LOCK_FILE))
-  rc, log = finish(start(workdir))
+  rc, log = finish_cli(start(workdir, cli_env))
   assert rc == 0, log
-  assert outputs(workdir) == outputs(straight)
+  assert run_outputs(workdir) == run_outputs(ce_straight)
 
 
-def test_a_given_phase1_workdir_is_only_read(straight, tmp_path, live_pid):
+def test_a_given_phase1_workdir_is_only_read(ce_straight, tmp_path, live_pid):
+  straight = ce_straight
   write_lock(straight, pid=live_pid)  # as if trained elsewhere
   snapshot = lambda: {os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime_ns
                       for d, _, names in os.walk(straight) for n in names}
@@ -134,8 +104,9 @@ def test_second_writer_is_refused_before_writing(tmp_path, live_pid):
 def test_workdir_that_is_a_file_is_named_by_the_cli(tmp_path):
   workdir = tmp_path / "file"
   workdir.write_text("")
-  result = subprocess.run(command(workdir), cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                          capture_output=True, text=True, check=False)
+  result = subprocess.run(train_command(workdir, *CE_SMOKE), cwd=REPO,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+                          check=False)
   assert result.returncode == 1
   assert f"error: workdir {workdir}: {workdir} is a file; expected a directory" in result.stderr
 

@@ -125,16 +125,31 @@ def catalog_data_sources(name: str, data_dir: str = "") -> tuple[dict, tuple[str
   return {"train": train, "test": test}, tuple(features["label"].names)
 
 
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+  """(pixels (1797, 8, 8) float in 0..16, labels int32) of scikit-learn's bundled digits.
+
+  Read from its ``datasets/data/digits.csv.gz`` as ``sklearn.datasets.load_digits`` does, without
+  importing scikit-learn (2 s, most of a smoke run's start), unless that file is not there.
+  """
+  spec = importlib.util.find_spec("sklearn")
+  path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz") \
+      if spec and spec.submodule_search_locations else ""
+  if path and os.path.isfile(path):
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int32)
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top  (slow import)
+  digits = datasets.load_digits()
+  return digits.images, digits.target.astype(np.int32)
+
+
 def digits_source(image_size: int = 0) -> SourceData:
   """scikit-learn's 8x8 digits as uint8 (round(x * 255 / 16)), 50 test images per class.
 
   The split is fixed: per class, in label order, a ``RandomState(0)`` shuffle of that class's
   positions; the first 50 are test, the rest train; each split keeps the original order.
   """
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top  (slow import, one source)
-  digits = datasets.load_digits()
-  images = np.round(digits.images * 255 / 16).astype(np.uint8)[..., None]
-  labels = digits.target.astype(np.int32)
+  pixels, labels = _read_digits()
+  images = np.round(pixels * 255 / 16).astype(np.uint8)[..., None]
   rng = np.random.RandomState(_DIGITS_SPLIT_SEED)
   test = []
   for c in range(10):
