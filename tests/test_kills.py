@@ -1,7 +1,7 @@
 """Kill tests: a CLI run SIGKILLed at a seeded moment (one during a checkpoint write), then run again
 with the same command, ends with the ``summary.json`` and per-epoch metric records of an
 uninterrupted run: in memory with replicas, streamed, two-phase (a kill in phase I and one in phase
-II); and a streamed epoch stopped by SIGTERM between steps resumes there.
+II); a streamed epoch stopped by SIGTERM between steps resumes at that step.
 
 The moments come from ``LT_JAX_KILL_SEED`` (default 15): re-run with other seeds, e.g.
 ``LT_JAX_KILL_SEED=7 python -m pytest -p no:xdist tests/test_kills.py``.
@@ -19,7 +19,7 @@ from conftest import finish_cli, run_outputs, start_cli
 
 SEED = int(os.environ.get("LT_JAX_KILL_SEED", "15"))
 TMP_CHECKPOINT = re.compile(r"(\d+)\.orbax-checkpoint-tmp")
-REPLICAS = ("--config=configs/ce_cifar.py:smoke", "--config.replicas=2", "--config.train.epochs=3",
+REPLICAS = ("--config=configs/ce_cifar.py:smoke", "--config.replicas=2", "--config.train.epochs=2",
             "--config.train.plots=False", "--config.model.width=2")
 STREAMED = ("--config=configs/ce_imagenet_lt.py:smoke", "--config.loader.stream=True",
             "--config.loader.workers=0", "--config.dataset.image_size=16",
@@ -28,7 +28,8 @@ STREAMED = ("--config=configs/ce_imagenet_lt.py:smoke", "--config.loader.stream=
             "--config.train.epochs=2", "--config.train.plots=False",
             "--config.train.log_every_steps=1")
 TWO_PHASE = ("--config=configs/crt_cifar.py:smoke", "--config.train.plots=False",
-             "--config.model.width=2")  # phase I: 3 epochs; phase II: 2 rounds of 20 steps
+             "--config.model.width=2", "--config.train.epochs=2", "--config.decouple.steps=20",
+             "--config.decouple.eval_every=10")  # phase I: 2 epochs; phase II: 2 rounds of 10 steps
 
 
 def moments(case: str) -> random.Random:
@@ -94,7 +95,8 @@ def two_phase_reference(tmp_path_factory, cli_env):
 
 
 def test_kill_during_a_checkpoint_write_with_replicas(replicas_reference, cli_env, tmp_path):
-  """In memory, replicas=2: SIGKILL while orbax writes the checkpoint of epoch 1 or 2."""
+  """In memory, replicas=2, 2 epochs: SIGKILL while orbax writes the checkpoint of epoch 1 or 2
+  (the last: the rerun resumes from epoch 1)."""
   workdir, log = tmp_path / "w", str(tmp_path / "log.txt")
   epoch = moments("replicas").randint(1, 2)
   proc = start_cli(REPLICAS, workdir, cli_env, log)
@@ -109,45 +111,40 @@ def test_kill_during_a_checkpoint_write_with_replicas(replicas_reference, cli_en
                                      "replica1/metrics.jsonl"}
 
 
-def test_kill_of_a_streamed_run(streamed_reference, cli_env, tmp_path):
-  """Streamed: SIGKILL 0-50 ms after the progress line of step 5..9 of 10 (epoch 1 ends at 5)."""
-  workdir, log = tmp_path / "w", str(tmp_path / "log.txt")
+def test_streamed_kill_then_sigterm_between_steps(streamed_reference, cli_env, tmp_path):
+  """Streamed (5 steps an epoch, 2 epochs): SIGKILL 0-50 ms after the progress line of step 5..9;
+  the rerun gets SIGTERM at step 6 or 7 (epoch 2): it checkpoints inside the epoch and exits 75;
+  the next rerun resumes at that step. Both end as the uninterrupted run."""
+  workdir, log = tmp_path / "w", [str(tmp_path / f"log{i}.txt") for i in range(3)]
   rng = moments("streamed")
-  step, delay = rng.randint(5, 9), rng.uniform(0, 0.05)
-  proc = start_cli(STREAMED, workdir, cli_env, log)
-  interrupt(proc, log, lambda: f"step {step}/10 " in open(log).read(), f"step {step}", delay)
+  step, delay, term_step = rng.randint(5, 9), rng.uniform(0, 0.05), rng.randint(6, 7)
+  at_step = lambda n, path: lambda: f"step {n}/10 " in open(path).read()
+  proc = start_cli(STREAMED, workdir, cli_env, log[0])
+  interrupt(proc, log[0], at_step(step, log[0]), f"step {step}", delay)
   assert not (workdir / "summary.json").exists()
-  rerun(STREAMED, workdir, cli_env, log)
-  assert run_outputs(workdir) == streamed_reference
 
-
-def test_sigterm_stops_a_streamed_epoch_between_steps(streamed_reference, cli_env, tmp_path):
-  """Streamed: SIGTERM at step 6 or 7 (epoch 2 of 2) checkpoints inside the epoch and exits 75;
-  the rerun resumes at that step."""
-  workdir, log = tmp_path / "w", str(tmp_path / "log.txt")
-  step = moments("sigterm").randint(6, 7)
-  proc = start_cli(STREAMED, workdir, cli_env, log)
-  out = interrupt(proc, log, lambda: f"step {step}/10 " in open(log).read(), f"step {step}",
-                  sig=signal.SIGTERM)
+  proc = start_cli(STREAMED, workdir, cli_env, log[1])
+  out = interrupt(proc, log[1], at_step(term_step, log[1]), f"step {term_step}", sig=signal.SIGTERM)
   assert proc.returncode == 75, out
   stopped = re.search(r"preempted: stopped by a signal after step (\d) of 5 in epoch 2; "
                       r"checkpointed in (\S+)/checkpoint_in_epoch/(\d+):", out)
   assert stopped, out
   done = int(stopped.group(1))
   assert 1 <= done < 5 and int(stopped.group(3)) == 5 + done
-  assert os.listdir(workdir / "checkpoints") == ["1"]  # the epoch-2 position is in checkpoint_in_epoch
-  out = rerun(STREAMED, workdir, cli_env, log)
+  assert os.listdir(workdir / "checkpoints") == ["1"]  # epoch 2's position: checkpoint_in_epoch
+
+  out = rerun(STREAMED, workdir, cli_env, log[2])
   assert f"resumed at step {done} of epoch 2" in out
   assert run_outputs(workdir) == streamed_reference
   assert not os.listdir(workdir / "checkpoint_in_epoch")  # superseded by the epoch-2 checkpoint
 
 
 def test_kills_in_phase_one_and_phase_two(two_phase_reference, cli_env, tmp_path):
-  """cRT: SIGKILL in phase I (after one of its first 4 records), then in phase II (during the
-  checkpoint write of round 1, or just after its first record)."""
+  """cRT: SIGKILL in phase I (0-50 ms after one of its first 3 records), then in phase II (during
+  the checkpoint write of round 1, or just after its first record)."""
   workdir, log = tmp_path / "w", str(tmp_path / "log.txt")
   rng = moments("two_phase")
-  record, delay, in_write = rng.randint(1, 4), rng.uniform(0, 0.05), rng.random() < 0.5
+  record, delay, in_write = rng.randint(1, 3), rng.uniform(0, 0.05), rng.random() < 0.5
   proc = start_cli(TWO_PHASE, workdir, cli_env, log)
   interrupt(proc, log, lambda: lines(workdir / "phase1" / "metrics.jsonl") >= record,
             f"phase-I record {record}", delay)
