@@ -34,6 +34,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.dataset.val_list = ""  # optional; meta.strategy='meta' draws meta.per_class per class from it
   c.dataset.test_list = ""
   c.dataset.check_files = True  # check that every listed image exists before training
+  c.dataset.skip_bad_images = False  # folder source: leave out images that do not decode, listed
+  # in data_selection.json ('skipped'); off: the first one stops the run, named
   c.dataset.miniature = ""  # lt_jax.data.miniature format written at dataset.path if absent (:smoke)
   c.dataset.sampler = "instance"  # instance | class_balanced | sqrt | reversed (lt_jax.data.samplers)
 

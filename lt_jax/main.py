@@ -16,10 +16,12 @@ examples:
   lt-jax-train --config=ce_cifar --workdir=runs/ce --config.train.epochs=300  # continue training
 
 Multi-host: --distributed, or LT_JAX_DISTRIBUTED=1 (0/false/no: off), calls
-jax.distributed.initialize() first. Exit status: 0 done, 1 error (one line), 75 (EX_TEMPFAIL)
-stopped by SIGTERM / SIGINT / SIGUSR1 after checkpointing: requeue the same command.
+jax.distributed.initialize() first. Exit status: 0 done, 1 error (one line; a full or read-only
+disk too, naming the path), 75 (EX_TEMPFAIL) stopped by SIGTERM / SIGINT / SIGUSR1 after
+checkpointing: requeue the same command.
 """
 
+import errno
 import os
 import sys
 
@@ -32,6 +34,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _DISTRIBUTED = flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize() first "
                                  "(multi-host); default: the LT_JAX_DISTRIBUTED variable, else off.")
 flags.mark_flags_as_required(["workdir"])
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # named in one line, like a bad input
 
 
 def main(argv):
@@ -60,6 +63,11 @@ def main(argv):
   except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
           loop.NonFiniteLossError) as e:
     sys.exit(f"error: {e}")
+  except OSError as e:
+    if e.errno not in DISK_ERRORS:
+      raise
+    sys.exit(f"error: {e} (a full or read-only disk: free space, or point --workdir / "
+             "dataset.data_dir elsewhere, then run the same command again)")
 
 
 def cli(argv=None):

@@ -559,6 +559,46 @@ def test_a_class_folder_without_images_is_named(tmp_path):
     data_lib.load(folder_config(archive, data_dir))
 
 
+def test_skip_bad_images_leaves_them_out_and_records_them(tmp_path):
+  source = write_tiny_folder(tmp_path / "tiny")
+  (source / "train/dog/001.png").write_bytes(b"not a png")
+  whole = (source / "test/cat/000.png").read_bytes()
+  (source / "test/cat/000.png").write_bytes(whole[:len(whole) // 2])
+  data = data_lib.load(folder_config(source, tmp_path / "tfds", **{"dataset.skip_bad_images": True}))
+  skipped = data.selection()["skipped"]
+  assert [s["path"] for s in skipped] == [str(source / "train/dog/001.png"),
+                                         str(source / "test/cat/000.png")]
+  assert "PIL cannot identify it as an image of 9 bytes" in skipped[0]["reason"]
+  assert "OSError: image file is truncated" in skipped[1]["reason"]
+  assert data.counts("test").tolist() == [2, 1, 2] and data.counts("train").tolist() == [2, 2, 2]
+  # without the flag the same folder fails, naming the first bad image
+  with pytest.raises(ValueError, match="cannot decode image 'train/dog/001.png'"):
+    data_lib.load(folder_config(source, tmp_path / "tfds"))
+  for name in ("000.png", "002.png"):  # every training image of a class unreadable
+    (source / "train/dog" / name).write_bytes(b"")
+  with pytest.raises(ValueError, match="every train image of class 'dog' was skipped"):
+    data_lib.load(folder_config(source, tmp_path / "tfds", **{"dataset.skip_bad_images": True}))
+
+
+def test_skip_bad_images_is_refused_where_images_are_not_decoded_first():
+  with pytest.raises(ValueError, match="dataset.skip_bad_images=True works with "
+                                       "dataset.source='folder'"):
+    data_lib.load(config_with(**{"dataset.skip_bad_images": True}))
+
+
+def test_a_read_only_data_dir_is_named_before_building(tmp_path, monkeypatch):
+  """A read-only mount as access(2) reports it (EROFS for W_OK; simulated: root writes anywhere)."""
+  source = write_tiny_folder(tmp_path / "tiny")
+  (tmp_path / "ro").mkdir()
+  access = os.access
+  monkeypatch.setattr(os, "access", lambda path, mode: (not str(path).startswith(
+      str(tmp_path / "ro")) or not mode & os.W_OK) and access(path, mode))
+  with pytest.raises(PermissionError, match=f"dataset.data_dir {tmp_path}/ro/tfds: {tmp_path}/ro "
+                                            "is not writable"):
+    data_lib.load(folder_config(source, tmp_path / "ro" / "tfds"))
+  assert os.listdir(tmp_path / "ro") == []
+
+
 def test_lists_naming_a_missing_image_name_the_list_and_the_file(tmp_path):
   from lt_jax.data import split_lists  # pylint: disable=g-import-not-at-top
   root = tmp_path / "root"

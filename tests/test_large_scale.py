@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -210,12 +211,19 @@ def test_draft_decoding_matches_a_full_decode(tmp_path):
   assert np.abs(drafted.astype(int) - reference).mean() < 3
 
 
-def test_undecodable_image_names_the_record(tmp_path):
+def test_undecodable_image_names_the_file(tmp_path):
+  """In memory (decode_all) and in the streamed loader (grain): the file's path and the reason."""
   (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
-  labels = np.zeros(1, np.int32)
-  records = split_lists.ImageRecords(labels, split_lists.FileSource(str(tmp_path), ["a.jpg"], labels), "x")
-  with pytest.raises(ValueError, match="record 0: cannot decode"):
+  labels = np.zeros(2, np.int32)
+  source = split_lists.FileSource(str(tmp_path), ["a.jpg", "a.jpg"], labels)
+  records = split_lists.ImageRecords(labels, source, "x")
+  message = f"{tmp_path / 'a.jpg'}: cannot decode an image (10 bytes)"
+  with pytest.raises(ValueError, match=re.escape(message)):
     grain_loader.decode_all(records, 8)
+  loader = grain_loader.TrainLoader(records.subset(np.array([1]), "train"), global_batch_size=1,
+                                    image_size=8, seed=0, process_index=0, process_count=1)
+  with pytest.raises(ValueError, match=re.escape(message)):
+    next(loader)
 
 
 # --- streaming loader ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Crash safety: a stop signal checkpoints and exits 75 and the rerun equals an uninterrupted run;
 one writer per workdir (the lock); bad workdirs named before any data is read."""
 
+import errno
 import logging
 import os
 import signal
@@ -128,3 +129,20 @@ def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
   with pytest.raises(OSError, match="disk gone"):
     files.write_json_atomic(path, {"new": 2})
   assert files.read_json(path, "a") == {"old": 1} and os.listdir(tmp_path) == ["a.json"]
+
+
+def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch):
+  """ENOSPC (likewise EDQUOT, EROFS: main.DISK_ERRORS) from anywhere in a run: one line."""
+  from lt_jax import main  # pylint: disable=g-import-not-at-top
+  code = errno.ENOSPC
+
+  def full(*_):
+    raise OSError(code, os.strerror(code), str(tmp_path / "w" / "metrics.jsonl"))
+
+  monkeypatch.setattr(run, "run", full)
+  with pytest.raises(SystemExit) as exit_:
+    main.cli(["lt-jax-train", "--config=configs/ce_cifar.py:smoke", f"--workdir={tmp_path / 'w'}"])
+  message = exit_.value.code
+  assert message.startswith(f"error: [Errno {code}] {os.strerror(code)}: "
+                            f"'{tmp_path / 'w' / 'metrics.jsonl'}' (a full or read-only disk") \
+      and "\n" not in message

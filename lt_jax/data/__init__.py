@@ -41,6 +41,7 @@ class LongTailData:
   class_names: tuple[str, ...]
   name: str = ""
   settings: dict = dataclasses.field(default_factory=dict)  # the config fields that chose it
+  skipped: tuple = ()  # images left out as unreadable (dataset.skip_bad_images): {'path', 'reason'}
 
   @property
   def num_classes(self) -> int:
@@ -58,16 +59,17 @@ class LongTailData:
         dataset=self.name, class_names=self.class_names,
         labels={s: getattr(self, s).labels for s in SPLIT_NAMES},
         indices={s: getattr(self, s).indices for s in SPLIT_NAMES},
-        image_shape=self.train.images.shape[1:], settings=self.settings)
+        image_shape=self.train.images.shape[1:], settings=self.settings, skipped=self.skipped)
 
 
 def selection_record(*, dataset: str, class_names, labels: dict, indices: dict, image_shape,
-                     settings: dict) -> dict:
+                     settings: dict, skipped=()) -> dict:
   """The one schema of ``data_selection.json``, for in-memory and streamed runs alike.
 
   ``counts`` and ``indices`` have a list per split (train, meta, test): per-class image counts,
   and each image's position in its source split (``settings['meta.from']`` names the meta set's
-  source split when it is not ``train``).
+  source split when it is not ``train``); ``skipped`` lists the images left out as unreadable
+  (``dataset.skip_bad_images``; empty otherwise), each {'path', 'reason'}.
   """
   counts = {s: longtail.per_class_counts(labels[s], len(class_names)).tolist() for s in SPLIT_NAMES}
   return {
@@ -79,6 +81,7 @@ def selection_record(*, dataset: str, class_names, labels: dict, indices: dict, 
       "image_shape": [int(d) for d in image_shape],
       "settings": dict(settings),
       "indices": {s: np.asarray(indices[s]).tolist() for s in SPLIT_NAMES},
+      "skipped": [dict(s) for s in skipped],
   }
 
 
@@ -97,6 +100,10 @@ def check_config(config) -> None:
                        ("dataset.test_imbalance", dataset.test_imbalance)):
     if not value >= 1:
       raise ValueError(f"{field}={value!r} must be >= 1 (IF = n_max / n_min; 1 = balanced)")
+  if dataset.get("skip_bad_images") and dataset.source != "folder":
+    raise ValueError(f"dataset.skip_bad_images=True works with dataset.source='folder' (its images "
+                     f"are decoded once, when the dataset is built); dataset.source="
+                     f"{dataset.source!r} names a bad image and stops when it reaches one")
   if not dataset.image_size >= 0:
     raise ValueError(f"dataset.image_size={dataset.image_size!r} must be >= 0 (0 = native size)")
   if meta.per_class < 0 or (meta.strategy != "none" and meta.per_class < 1):
@@ -142,7 +149,8 @@ def load(config) -> LongTailData:
       test=_split(raw.test_images, raw.test_labels, test),
       class_names=raw.class_names,
       name=dataset.name,
-      settings=settings_of(config))
+      settings=settings_of(config),
+      skipped=raw.skipped)
 
 
 def _load_given_split(config) -> LongTailData:

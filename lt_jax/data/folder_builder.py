@@ -18,7 +18,11 @@ or under its one top-level folder. Other files and deeper folders are ignored.
   image size, so a changed source is built again; old builds are left in place.
 - Bad data fails before training, naming the file and what is wrong: a damaged (truncated,
   corrupt) zip, a zip member that does not read back (CRC or inflate error), an image that does
-  not decode, and a class folder with no .jpg|jpeg|png images. Nothing is skipped silently.
+  not decode, and a class folder with no .jpg|jpeg|png images. With ``skip_bad``
+  (``dataset.skip_bad_images``) an image that does not read or decode is left out instead and
+  listed (path, reason) in ``SKIPPED_FILE`` beside the build, which the run copies into
+  ``data_selection.json``; a class left without training images is still an error. Nothing is
+  skipped silently.
 """
 
 import contextlib
@@ -48,6 +52,7 @@ SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 ZIP_MAGIC = b"PK"
+SKIPPED_FILE = "lt_jax_skipped.json"  # beside the build's dataset_info.json (skip_bad builds)
 # What a damaged zip or zip member raises while zipfile reads it.
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
 
@@ -235,8 +240,9 @@ def list_images(reader: SourceReader) -> Listing:
   return Listing(path, class_names, files)
 
 
-def fingerprint(path: str, image_size: int) -> str:
-  """Hex hash of the source path, size and mtime (each file's, for a folder) and image size."""
+def fingerprint(path: str, image_size: int, skip_bad: bool = False) -> str:
+  """Hex hash of the source path, size and mtime (each file's, for a folder), image size and
+  ``skip_bad``."""
   if os.path.isdir(path):
     stats = []
     with SourceReader(path) as reader:
@@ -251,14 +257,16 @@ def fingerprint(path: str, image_size: int) -> str:
   key = {"path": path, "files": stats, "image_size": image_size, "version": DATASET_VERSION}
   if empty:  # an added empty class folder is a change (the key of other sources stays as it was)
     key["empty_dirs"] = empty
+  if skip_bad:  # likewise: the builds without skipping keep their names
+    key["skip_bad"] = True
   key = json.dumps(key)
   return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def config_name(path: str, image_size: int) -> str:
+def config_name(path: str, image_size: int, skip_bad: bool = False) -> str:
   """Builder config name: readable stem, image size and the source fingerprint."""
   stem = re.sub(r"[^\w\-]", "_", os.path.splitext(os.path.basename(path))[0])[:40] or "images"
-  return f"{stem}-s{image_size}-{fingerprint(path, image_size)}"
+  return f"{stem}-s{image_size}-{fingerprint(path, image_size, skip_bad)}"
 
 
 def open_image(data: bytes, where: str) -> Image.Image:
@@ -298,13 +306,20 @@ def decode_image(data: bytes, where: str, *, channels: int, size: tuple[int, int
   return np.asarray(image, np.uint8).reshape(size[1], size[0], channels)
 
 
-def first_image_format(reader: SourceReader, listing: Listing,
-                       image_size: int) -> tuple[int, tuple[int, int]]:
-  """(channels, (width, height)) of the stored images, from the first training image."""
-  name = listing.files["train"][0][0]
-  image = open_image(reader.read(name), f"{name!r} in {listing.path}")
-  channels = 1 if image.mode in GRAY_MODES else 3
-  return channels, ((image_size, image_size) if image_size else image.size)
+def first_image_format(reader: SourceReader, listing: Listing, image_size: int,
+                       skip_bad: bool = False) -> tuple[int, tuple[int, int]]:
+  """(channels, (width, height)) of the stored images, from the first training image (with
+  ``skip_bad``, the first that decodes)."""
+  for name, _ in listing.files["train"]:
+    try:
+      image = open_image(reader.read(name), f"{name!r} in {listing.path}")
+    except ValueError:
+      if skip_bad:
+        continue
+      raise
+    channels = 1 if image.mode in GRAY_MODES else 3
+    return channels, ((image_size, image_size) if image_size else image.size)
+  raise ValueError(f"{listing.path}: no training image decodes")
 
 
 @dataclasses.dataclass
@@ -312,6 +327,7 @@ class FolderConfig(tfds.core.BuilderConfig):
   """Builder config: the source and the image size (0 = native)."""
   path: str = ""
   image_size: int = 0
+  skip_bad: bool = False
 
 
 class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -334,7 +350,13 @@ class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
   @functools.cached_property
   def image_format(self) -> tuple[int, tuple[int, int]]:
-    return first_image_format(self.reader, self.listing, self.builder_config.image_size)
+    return first_image_format(self.reader, self.listing, self.builder_config.image_size,
+                              self.builder_config.skip_bad)
+
+  @functools.cached_property
+  def skipped(self) -> list[dict]:
+    """The images left out (``skip_bad``): {'path', 'reason'} in build order."""
+    return []
 
   def _info(self) -> tfds.core.DatasetInfo:
     channels, (width, height) = self.image_format
@@ -360,10 +382,24 @@ class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     files = self.listing.files[split]
     channels, size = self.image_format
     resize = self.builder_config.image_size > 0
+    kept = set()
     for index, (name, label) in enumerate(files):
-      image = decode_image(self.reader.read(name), f"{name!r} in {self.builder_config.path}",
-                           channels=channels, size=size, resize=resize)
+      try:
+        image = decode_image(self.reader.read(name), f"{name!r} in {self.builder_config.path}",
+                             channels=channels, size=size, resize=resize)
+      except ValueError as e:
+        if not self.builder_config.skip_bad:
+          raise
+        self.skipped.append({"path": os.path.join(self.builder_config.path, name),
+                             "reason": str(e)})
+        continue
+      kept.add(label)
       yield index, {"image": image, "label": label}
+    emptied = sorted(set(range(len(self.listing.class_names))) - kept)
+    if emptied:
+      raise ValueError(f"{self.builder_config.path}: every {split} image of class "
+                       f"{self.listing.class_names[emptied[0]]!r} was skipped as unreadable "
+                       "(dataset.skip_bad_images); expected at least one that decodes")
 
 
 def dataset_dir(data_dir: str, config: str) -> str:
@@ -376,20 +412,26 @@ def default_data_dir() -> str:
   return files.resolve(os.fspath(tfds.core.constants.DATA_DIR))
 
 
-def prepare(path: str, image_size: int = 0, data_dir: str = "") -> str:
+def prepare(path: str, image_size: int = 0, data_dir: str = "", skip_bad: bool = False) -> str:
   """Builds the dataset of ``path`` unless already prepared; returns its dataset dir."""
   path = check_source(path)
   if image_size < 0:
     raise ValueError(f"dataset.image_size={image_size!r} must be >= 0")
   data_dir = files.resolve(data_dir or default_data_dir())
-  config = FolderConfig(name=config_name(path, image_size), path=path, image_size=image_size)
+  config = FolderConfig(name=config_name(path, image_size, skip_bad), path=path,
+                        image_size=image_size, skip_bad=skip_bad)
   target = dataset_dir(data_dir, config.name)
 
   def build():
+    files.check_writable_dir(data_dir, "dataset.data_dir")
     builder = ImageFolderBuilder(config=config, data_dir=data_dir, file_format="array_record")
     # TFDS prints its progress lines to stdout; keep stdout for the caller's own output.
     with builder.reader, contextlib.redirect_stdout(sys.stderr):
+      if skip_bad:  # written first: a build without it is never taken as one without skips
+        files.write_json_atomic(files.join(os.path.dirname(target), SKIPPED_FILE), None)
       builder.download_and_prepare()
+    if skip_bad:
+      files.write_json_atomic(files.join(os.path.dirname(target), SKIPPED_FILE), builder.skipped)
 
   build_once(target, build, process_index=jax.process_index(), process_count=jax.process_count(),
              barrier=lambda: multihost_utils.sync_global_devices(f"lt_jax prepare {config.name}"))
@@ -413,9 +455,19 @@ def build_once(target: str, build, *, process_index: int, process_count: int, ba
         "shared file system or gs://), or prepare it beforehand with python -m lt_jax.data")
 
 
-def data_sources(path: str, image_size: int = 0,
-                 data_dir: str = "") -> tuple[dict, tuple[str, ...]]:
-  """({'train': source, 'test': source}, class names) of the prepared folder dataset."""
-  builder = tfds.builder_from_directory(prepare(path, image_size, data_dir))
+def data_sources(path: str, image_size: int = 0, data_dir: str = "",
+                 skip_bad: bool = False) -> tuple[dict, tuple[str, ...], list[dict]]:
+  """({'train': source, 'test': source}, class names, the images skipped (``skip_bad``: path and
+  reason each)) of the prepared folder dataset."""
+  target = prepare(path, image_size, data_dir, skip_bad)
+  builder = tfds.builder_from_directory(target)
   train, test = builder.as_data_source(split=list(SPLITS))
-  return {"train": train, "test": test}, tuple(builder.info.features["label"].names)
+  skipped = []
+  if skip_bad:
+    record = files.join(os.path.dirname(target), SKIPPED_FILE)
+    skipped = files.read_json(record, "the list of skipped images of the build") \
+        if files.exists(record) else None
+    if skipped is None:
+      raise FileNotFoundError(f"{record} does not list the skipped images of {target} (the build "
+                              f"was interrupted); delete {os.path.dirname(target)} to build again")
+  return {"train": train, "test": test}, tuple(builder.info.features["label"].names), skipped

@@ -138,7 +138,8 @@ def _decode(element, box_fn, size: int) -> np.ndarray:
   try:
     return decode_crop_resize(element["data"], box_fn, size)
   except ValueError as e:
-    raise ValueError(f"record {int(element['id'])}: {e}") from e
+    where = element.get("path", f"record {int(element['id'])}")
+    raise ValueError(f"{where}: {e}; replace or remove the file (or its line in the list)") from e
 
 
 # --- loaders ---------------------------------------------------------------------------------------

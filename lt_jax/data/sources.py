@@ -35,6 +35,7 @@ class SourceData:
   test_images: np.ndarray
   test_labels: np.ndarray
   class_names: tuple[str, ...]
+  skipped: tuple = ()  # images left out as unreadable (dataset.skip_bad_images): {'path', 'reason'}
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -74,7 +75,8 @@ def read_examples(source) -> list[dict]:
   return examples
 
 
-def from_data_sources(sources: dict, class_names, image_size: int, what: str) -> SourceData:
+def from_data_sources(sources: dict, class_names, image_size: int, what: str,
+                      skipped=()) -> SourceData:
   """SourceData of {'train': source, 'test': source} with ``image`` and ``label`` features."""
   arrays = {}
   for split in SPLITS:
@@ -82,7 +84,7 @@ def from_data_sources(sources: dict, class_names, image_size: int, what: str) ->
     arrays[f"{split}_images"] = stack_images((ex["image"] for ex in examples), image_size,
                                              f"{what} {split}")
     arrays[f"{split}_labels"] = np.asarray([ex["label"] for ex in examples], np.int32)
-  return SourceData(**arrays, class_names=tuple(class_names))
+  return SourceData(**arrays, class_names=tuple(class_names), skipped=tuple(skipped))
 
 
 def has_tensorflow() -> bool:
@@ -175,11 +177,12 @@ def load_source(dataset) -> SourceData:
     raise ValueError(f"dataset.image_size={image_size!r} must be >= 0 (0 = native size)")
   if source == "digits":
     return digits_source(image_size)
+  skipped = ()
   if source == "folder":
-    sources, class_names = folder_builder.data_sources(dataset.path, image_size,
-                                                       dataset.data_dir)
+    sources, class_names, skipped = folder_builder.data_sources(
+        dataset.path, image_size, dataset.data_dir, dataset.get("skip_bad_images", False))
     what = f"folder {os.path.basename(str(dataset.path))}"
   else:
     sources, class_names = catalog_data_sources(dataset.name, dataset.data_dir)
     what = f"TFDS {dataset.name}"
-  return from_data_sources(sources, class_names, image_size, what)
+  return from_data_sources(sources, class_names, image_size, what, skipped)

@@ -34,7 +34,8 @@ MAX_REPORTED = 5  # missing images named in an error
 
 
 class FileSource:
-  """Random access to images on disk: item i = {'data': bytes of root/paths[i], 'label', 'id'}."""
+  """Random access to images on disk: item i = {'data': bytes of root/paths[i], 'label', 'id',
+  'path'} (the path names the file when it does not decode)."""
 
   def __init__(self, root: str, paths: Sequence[str], labels: np.ndarray):
     self.root = root
@@ -46,9 +47,11 @@ class FileSource:
 
   def __getitem__(self, index: int) -> dict:
     index = int(index)
-    with open(os.path.join(self.root, self.paths[index]), "rb") as f:
+    path = os.path.join(self.root, self.paths[index])
+    with open(path, "rb") as f:
       data = f.read()
-    return {"data": data, "label": np.int32(self.labels[index]), "id": np.int64(index)}
+    return {"data": data, "label": np.int32(self.labels[index]), "id": np.int64(index),
+            "path": path}
 
   def __repr__(self) -> str:
     return f"FileSource(root={self.root!r}, {len(self)} images)"
@@ -87,7 +90,7 @@ class TfdsSource:
   def __getitem__(self, index: int) -> dict:
     example = self.source()[int(index)]
     return {"data": bytes(example["image"]), "label": np.int32(example["label"]),
-            "id": np.int64(index)}
+            "id": np.int64(index), "path": f"TFDS {self.name} {self.split}[{int(index)}]"}
 
   def __repr__(self) -> str:
     return f"TfdsSource({self.name!r}, split={self.split!r})"
