@@ -8,8 +8,8 @@ each hands the loop ``train_epoch(state, epoch) -> (state, [metrics per replica]
 Stop signals (``stop_on_signals``: SIGTERM, SIGINT, SIGUSR1) are honoured after the epoch they
 arrive in: its checkpoint is written, then ``Preempted`` is raised (the CLI exits with status 75).
 The streamed feed, whose epoch can be long, asks ``stop_requested_in_epoch`` between steps and
-stops there (``checkpointing.save_in_epoch``). A multi-host run instead asks JAX's preemption service (which catches SIGTERM on every host) so
-that all hosts stop after the same epoch.
+stops there (``checkpointing.save_in_epoch``). A multi-host run instead asks JAX's preemption
+service (which catches SIGTERM on every host) so that all hosts stop after the same epoch.
 """
 
 import contextlib
