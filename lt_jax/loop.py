@@ -100,10 +100,11 @@ def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: 
       done = epoch + 1
       losses = [m["loss"] for m in metrics if "loss" in m]
       if not np.all(np.isfinite(losses)):
-        raise NonFiniteLossError(
-            f"training loss is {losses} in {unit} {done}; stopped. The last good checkpoint "
-            f"({unit} {mngr.latest_step()}) is kept in {workdir}/checkpoints; lower the learning "
-            "rate or check the data.")
+        last = mngr.latest_step()
+        kept = (f"The last good checkpoint ({unit} {last}) is kept in {workdir}/checkpoints"
+                if last is not None else f"No checkpoint was written yet in {workdir}")
+        raise NonFiniteLossError(f"training loss is {losses} in {unit} {done}; stopped. {kept}; "
+                                 "lower the learning rate or check the data.")
       seconds = time.time() - started
       results = evaluate(state) if done % eval_every == 0 or done == end else None
       step = int(np.ravel(jax.device_get(state.step))[0])

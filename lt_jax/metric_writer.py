@@ -2,7 +2,8 @@
 
 Each record has a ``kind`` (train | eval) and an ``epoch``: scalars and per-class recall, so a record
 grows with C, not C^2. A resumed run may write an epoch again (killed after logging, before
-checkpointing); readers keep the last record per (kind, epoch). The confusion matrix of the final
+checkpointing); readers keep the last record per (kind, epoch). A partial last line (killed while
+appending it) is cut off when the next run opens the file. The confusion matrix of the final
 evaluation is written once, compressed, to ``workdir/confusion.npz``.
 """
 
@@ -13,6 +14,7 @@ import os
 import shutil
 import tempfile
 
+from absl import logging
 import jax
 import numpy as np
 from tensorboardX import SummaryWriter
@@ -20,6 +22,19 @@ from tensorboardX import SummaryWriter
 from lt_jax import files
 
 CONFUSION_FILE = "confusion.npz"
+
+
+def drop_partial_line(path: str) -> None:
+  """Cuts a last line without its newline (a run killed while appending it) off ``path``, so
+  the next record starts a line of its own; a local file only (a URL is rewritten whole)."""
+  if files.is_url(path) or not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
+      logging.warning("%s: dropped a partial last line (%d bytes) left by an interrupted run",
+                      path, len(data) - data.rfind(b"\n") - 1)
 
 
 class MetricWriter:
@@ -34,6 +49,8 @@ class MetricWriter:
     self._tb_local = (tempfile.mkdtemp(prefix="lt_jax_tb") if self.active and files.is_url(workdir)
                       else self._tb_dir)
     self._tb = SummaryWriter(self._tb_local) if self.active else None
+    if self.active:
+      drop_partial_line(self.path)
 
   def write(self, kind: str, epoch: int, step: int, values: dict) -> None:
     if not self.active:

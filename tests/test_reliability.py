@@ -146,3 +146,14 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch):
   assert message.startswith(f"error: [Errno {code}] {os.strerror(code)}: "
                             f"'{tmp_path / 'w' / 'metrics.jsonl'}' (a full or read-only disk") \
       and "\n" not in message
+
+
+def test_a_partial_metrics_line_left_by_a_kill_is_dropped_on_resume(tmp_path):
+  from lt_jax import metric_writer  # pylint: disable=g-import-not-at-top
+  (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "epoch": 1, "step": 5}\n'
+                                          '{"kind": "eval", "epo')
+  writer = metric_writer.MetricWriter(str(tmp_path))
+  writer.write("eval", 1, 5, {"top1_error": 50.0})
+  writer.close()
+  assert [r["epoch"] for r in metric_writer.read_records(str(tmp_path), "train")] == [1]
+  assert metric_writer.read_records(str(tmp_path), "eval")[0]["top1_error"] == 50.0

@@ -69,7 +69,8 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   train.train_and_evaluate(smoke_config(train__epochs=1), str(tmp_path))
-  with pytest.raises(loop.NonFiniteLossError, match="epoch 2"):
+  with pytest.raises(loop.NonFiniteLossError,
+                     match=r"in epoch 2; stopped. The last good checkpoint \(epoch 1\) is kept"):
     train.train_and_evaluate(smoke_config(optim__lr=1e30, optim__warmup_epochs=0), str(tmp_path))
   assert checkpointing.manager(str(tmp_path), 2).latest_step() == 1
 
