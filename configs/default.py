@@ -124,7 +124,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.mfm.zero_beta = False  # ablation beta := 0
   c.mfm.unit_gamma = False  # ablation gamma := 1
   c.mfm.hidden = 100  # hidden units of M_phi
-  c.mfm.compressed_size = 0  # > 0: weight hashing from this many outputs (e.g. 256)
+  c.mfm.compressed_size = 0  # m > 0: weight hashing, gamma-hat (m) -> gamma and beta-hat (m) -> beta (MIT-67: 256)
   c.mfm.optimizer = "adam"  # adam | sgd, for phi (per_sample tables always use plain SGD)
   c.mfm.lr = 1e-3  # eta, fixed
   c.mfm.load_modulator = ""  # a run's workdir (or its modulator/ folder): train with it frozen
