@@ -51,6 +51,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model.sync_batch_norm = False  # BatchNorm statistics over the global batch (all devices), not per device
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
   c.model.init_checkpoint = ""  # converted torchvision weights (lt_jax.models.convert_torchvision)
+  c.model.pretrained = False  # True: the row fine-tunes ImageNet weights; init_checkpoint is then required
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "ce"  # ce | focal | ldam | logit_adjust (CE on z + la_tau log pi) | balanced_softmax (CE on z + log n)

@@ -13,6 +13,7 @@ import ml_collections
 from lt_jax import data
 from lt_jax import files
 from lt_jax import methods
+from lt_jax import models
 from lt_jax.data import samplers
 from lt_jax.data import split_lists
 
@@ -62,6 +63,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ValueError(f"optim.decay_epochs={tuple(decays)} must be increasing")
   if len(config.augment.mean) != len(config.augment.std):
     raise ValueError("augment.mean and augment.std must have the same length (or both be empty)")
+  models.validate_pretrained(config.model)
   data.check_config(config)
   if method.needs_meta_data(config) and config.meta.strategy == "none":
     raise ValueError(f"config.method={config.method!r} needs balanced meta data: set meta.strategy "

@@ -85,7 +85,8 @@ def init_state(config, ctx: ts.Context, method, input_shape, seed: int | None = 
   init_rng, hparams_rng, train_rng = jax.random.split(rng, 3)
   variables = models.init_variables(ctx.model, init_rng, (1, *input_shape))
   if config.model.get("init_checkpoint"):  # converted torchvision weights; the classifier stays fresh
-    variables = convert_torchvision.load_pretrained(variables, config.model.init_checkpoint)
+    skip = ("classifier", *models.PRETRAINED_UNUSED.get(config.model.name, ()))
+    variables = convert_torchvision.load_pretrained(variables, config.model.init_checkpoint, skip)
   params = variables["params"]
   return ts.TrainState(
       step=jnp.zeros((), jnp.int32),
