@@ -40,6 +40,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.meta = ml_collections.ConfigDict()
   c.meta.strategy = "none"  # none | meta (disjoint, from the full split) | development (copies of LT train)
   c.meta.per_class = 10  # M (meta) or K (development, at most n_c) images per class
+  c.meta.development = "per_class"  # development copies: per_class = min(K, n_c) | equal = min(K, n_min) each
   c.meta.batch_size = 100  # meta batch size; capped at the meta set size
 
   c.model = ml_collections.ConfigDict()

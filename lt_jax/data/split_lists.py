@@ -28,6 +28,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from lt_jax.data import longtail
+
 SOURCES = ("split_file", "inat_json", "inat_tfds")
 SPLITS = ("train", "val", "test")
 MAX_REPORTED = 5  # missing images named in an error
@@ -459,12 +461,13 @@ _META_STREAM = 11
 
 
 def select_meta(train_labels: np.ndarray, val_labels: Optional[np.ndarray], num_classes: int, *,
-                strategy: str, per_class: int, seed: int) -> tuple[str, np.ndarray]:
+                strategy: str, per_class: int, seed: int,
+                development: str = "per_class") -> tuple[str, np.ndarray]:
   """(split the meta set indexes: 'train' | 'val' | '', sorted positions) for a given LT split.
 
   ``meta``: min(K, n_val_c) images per class from the val list, disjoint from training (ImageNet-LT
-  and Places-LT ship 20 val images per class); ``development``: min(K, n_c) copies per class from
-  the training list; ``none``: empty. Seeded by ``np.random.default_rng((seed, 11))``.
+  and Places-LT ship 20 val images per class); ``development``: copies from the training list,
+  ``longtail.development_sizes`` per class (``meta.development``: min(K, n_c) or min(K, n_min)); ``none``: empty. Seeded by ``np.random.default_rng((seed, 11))``.
   """
   if strategy == "none":
     return "", np.zeros((0,), np.int64)
@@ -478,10 +481,10 @@ def select_meta(train_labels: np.ndarray, val_labels: Optional[np.ndarray], num_
                      "dataset.val_list is empty; give one or use meta.strategy='development'")
   split, labels = ("val", val_labels) if strategy == "meta" else ("train", train_labels)
   rng = np.random.default_rng((seed, _META_STREAM))
-  chosen = []
-  for c in range(num_classes):
-    pool = np.flatnonzero(labels == c)
-    chosen.append(rng.permutation(pool)[:per_class])
+  pools = [np.flatnonzero(labels == c) for c in range(num_classes)]
+  sizes = ([per_class] * num_classes if strategy == "meta" else
+           longtail.development_sizes([len(p) for p in pools], per_class, development))
+  chosen = [rng.permutation(pool)[:k] for pool, k in zip(pools, sizes)]
   return split, np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
