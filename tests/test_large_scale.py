@@ -370,6 +370,9 @@ def basic_resnet_params(stage_sizes, num_classes, width=64):
     ("vgg11", 1000, 132_863_336),
     ("vgg11_bn", 1000, 132_868_840),
     ("vgg11", 67, 132_863_336 - 999 * 4097 + 66 * 4097),
+    # torchvision vgg11 less fc6, fc7 and its classifier, plus one FC 512 -> 67 (MFM's MIT-67 head)
+    ("vgg11_gap", 67, 132_863_336 - (25088 * 4096 + 4096) - (4096 * 4096 + 4096) - 1000 * 4097
+     + 67 * 513),
 ])
 def test_parameter_counts(name, classes, expected):
   model = models.get_model(ml_collections.ConfigDict(dict(name=name, width=0)), classes)
