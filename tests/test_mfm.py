@@ -11,6 +11,9 @@ import pytest
 
 from configs import mfm_cifar
 from lt_jax import config as config_lib
+from lt_jax import bilevel
+from lt_jax import programs
+from lt_jax import train_state as ts
 from lt_jax.methods import mfm
 from lt_jax.models import modulator as modulator_lib
 from tests.conftest import step_setup
@@ -68,6 +71,65 @@ def test_weight_hashing_has_two_maps_gamma_hat_to_gamma_and_beta_hat_to_beta():
   assert np.all(moved[:, beta] == 0) and np.all(moved[:, ~beta] != 0)
 
 
+@pytest.fixture(scope="module")
+def setup():
+  config = tiny_config(mfm_cifar, **{"mfm.points": ("block2", "block3")})
+  return step_setup(config)
+
+
+def test_mfm_meta_gradient_matches_finite_differences(setup, x64):
+  """d L_meta(w_hat(phi)) / d phi along random directions, float64, central differences."""
+  ctx, _, state, batch = setup
+  f64 = lambda t: jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
+  state, batch = f64(state), f64(batch)
+  phi = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(3), a.shape, a.dtype), state.hparams["phi"])
+  logits, _ = ts.forward(ctx.model, state.params, state.batch_stats, batch["images"], train=True)
+  soft = jax.nn.softmax(logits)
+
+  def inner_loss(params, phi):
+    out, _ = ts.forward(ctx.model, params, state.batch_stats, batch["images"], train=True,
+                        modulation=mfm.modulation_for(phi, soft, batch["ids"], ctx))
+    return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(out), batch["labels"][:, None], 1))
+
+  def outer_loss(params):
+    out, _ = ts.forward(ctx.model, params, state.batch_stats, batch["meta_images"], train=True)
+    return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(out), batch["meta_labels"][:, None], 1))
+
+  value = lambda p: bilevel.hypergradient(inner_loss, outer_loss, state.params, p, 0.5)[0]
+  _, grad = bilevel.hypergradient(inner_loss, outer_loss, state.params, phi, 0.5)
+  for seed in range(3):
+    keys = jax.random.split(jax.random.key(10 + seed), len(jax.tree.leaves(phi)))
+    direction = jax.tree.unflatten(jax.tree.structure(phi), [
+        jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, jax.tree.leaves(phi))])
+    h = 1e-5
+    shifted = lambda s: jax.tree.map(lambda p, d: p + s * h * d, phi, direction)
+    numeric = (value(shifted(1)) - value(shifted(-1))) / (2 * h)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+
+
+def test_meta_step_changes_phi_and_keeps_only_real_batch_statistics(setup):
+  ctx, method, state, batch = setup
+  new_state, metrics = jax.jit(lambda s, b: method.train_step(s, b, ctx, "meta"))(state, batch)
+  assert float(metrics["meta_grad_norm"]) > 0
+  assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(new_state.hparams["phi"]), jax.tree.leaves(state.hparams["phi"])))
+  # The real pass runs the modulated network with the new phi; its statistics are the only ones kept.
+  logits, _ = ts.forward(ctx.model, state.params, state.batch_stats, batch["images"], train=True)
+  modulation = mfm.modulation_for(new_state.hparams["phi"], jax.nn.softmax(logits), batch["ids"], ctx)
+  _, expected = ts.forward(ctx.model, state.params, state.batch_stats, batch["images"], train=True,
+                           modulation=modulation)
+  chex.assert_trees_all_close(new_state.batch_stats, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_does_not_depend_on_the_modulator(setup):
+  ctx, _, state, batch = setup
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (10, 8, 8, 1)), jnp.uint8)
+  predict = lambda s: programs.predict(s.params, s.batch_stats, images, model=ctx.model, mean=np.zeros(1),
+                                    std=np.ones(1), batch_size=4)
+  other = state.replace(hparams={"phi": jax.tree.map(lambda a: a + 1.0, state.hparams["phi"])})
+  np.testing.assert_array_equal(predict(state), predict(other))
+
+
 def test_per_sample_generator_updates_only_the_batch_rows():
   config = tiny_config(mfm_cifar, **{"mfm.generator": "per_sample", "mfm.lr": 1.0})
   ctx, method, state, batch = step_setup(config)
@@ -76,8 +138,8 @@ def test_per_sample_generator_updates_only_the_batch_rows():
   assert set(changed) <= set(np.asarray(batch["ids"])) and len(changed) > 0
 
 
-def test_modulator_transfer_round_trip_and_spec_check(tmp_path):
-  ctx, _, state, _ = step_setup(tiny_config(mfm_cifar, **{"mfm.points": ("block2", "block3")}))
+def test_modulator_transfer_round_trip_and_spec_check(setup, tmp_path):
+  ctx, _, state, _ = setup
   mfm.save_modulator(state.hparams["phi"], ctx, str(tmp_path))
   chex.assert_trees_all_equal(mfm.load_modulator(str(tmp_path), ctx), state.hparams["phi"])
   other = tiny_config(mfm_cifar, **{"mfm.points": ("block3",)})
