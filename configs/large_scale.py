@@ -178,7 +178,7 @@ def build(key: str, method: str, arg: str = ""):
   if key not in DATASETS:
     raise ValueError(f"dataset {key!r} is unknown; expected one of {list(DATASETS)}")
   c = method_recipe(dataset_recipe(default.get_config(), key), method, key)
-  c.loader.stream = method != "fsa"  # FSA's phase II reads the training images in memory
+  c.loader.stream = True  # both phases of FSA too: its phase II decodes the images it samples
   c = default.apply_args(c, arg)
   if "smoke" in [w.strip() for w in arg.split(",")]:
     smoke_miniature(c, key)
