@@ -321,6 +321,7 @@ def test_every_large_scale_config_builds():
       smoke = large_scale_configs.build(key, method, "smoke")
       assert full.dataset.source == smoke.dataset.source != "digits"
       assert full.dataset.image_size == 224 and smoke.dataset.image_size == 32
+      assert full.loader.stream and smoke.loader.stream, (key, method)  # FSA's phase II too
   assert large_scale_configs.get_config("inat2018,cbmeta").meta.per_class == 2
   with pytest.raises(ValueError, match="DATASET,METHOD"):
     large_scale_configs.get_config("inat2018")
