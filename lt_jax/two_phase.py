@@ -130,7 +130,7 @@ def memory_rounds(run: train.Run, net: heads.FrozenNet, head: heads.Head, tx, le
   steps_fn = jax.jit(functools.partial(
       programs.head_steps, head=head, tx=tx, length=length,
       images=lambda key, ids: heads.augmented_images(key, images, ids, net, head.augment)))
-  return lambda state: steps_fn(state)
+  return steps_fn
 
 
 def stream_rounds(run: train.Run, net: heads.FrozenNet, head: heads.Head, tx, length: int):
