@@ -164,7 +164,7 @@ def smoke_miniature(c, key: str):
   c.model.init_checkpoint = ""
   c.train.epochs = 2
   c.optim.decay_epochs = (1,)
-  c.augment.crop = True  # the in-memory loop crops on device
+  c.augment.crop = True  # pad-and-crop at 32 px (the 224-px configs take random-resized crops)
   c.augment.pad = 4
   c.augment.mean, c.augment.std = IMAGENET_MEAN, IMAGENET_STD
   if c.method == "cbmeta":
