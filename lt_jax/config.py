@@ -90,9 +90,6 @@ def validate_streaming(config: ml_collections.ConfigDict, method: methods.Method
     raise ValueError(f"dataset.sampler={config.dataset.sampler!r} is not streamed: the grain "
                      "loader draws instance-balanced batches; use dataset.sampler='instance' or "
                      "loader.stream=False")
-  if method.two_phase:
-    raise ValueError(f"config.method={config.method!r} is two-phase: its phase II reads the training "
-                     "images in memory and does not stream yet; set loader.stream=False")
   if method.extra_batches(config):
     raise ValueError(f"config.method={config.method!r} needs extra batches from other samplers, "
                      "which the streaming loader does not draw; set loader.stream=False")

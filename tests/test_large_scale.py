@@ -321,6 +321,9 @@ def test_every_large_scale_config_builds():
       smoke = large_scale_configs.build(key, method, "smoke")
       assert full.dataset.source == smoke.dataset.source != "digits"
       assert full.dataset.image_size == 224 and smoke.dataset.image_size == 32
+      # streamed, FSA's phase II too; MIT-67 in memory (resized to 224 x 224, MFM line 315)
+      in_memory = large_scale_configs.DATASETS[key].get("in_memory", False)
+      assert full.loader.stream == smoke.loader.stream == (not in_memory), (key, method)
   assert large_scale_configs.get_config("inat2018,cbmeta").meta.per_class == 2
   with pytest.raises(ValueError, match="DATASET,METHOD"):
     large_scale_configs.get_config("inat2018")
