@@ -42,6 +42,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.meta = ml_collections.ConfigDict()
   c.meta.strategy = "none"  # none | meta (disjoint, from the full split) | development (copies of LT train)
   c.meta.per_class = 10  # M (meta) or K (development, at most n_c) images per class
+  c.meta.development = "per_class"  # development copies: per_class = min(K, n_c) | equal = min(K, n_min) each
   c.meta.batch_size = 100  # meta batch size; capped at the meta set size
 
   c.model = ml_collections.ConfigDict()
@@ -53,6 +54,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model.sync_batch_norm = False  # BatchNorm statistics over the global batch (all devices), not per device
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
   c.model.init_checkpoint = ""  # converted torchvision weights (lt_jax.models.convert_torchvision)
+  c.model.pretrained = False  # True: the row fine-tunes ImageNet weights; init_checkpoint is then required
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "ce"  # ce | focal | ldam | logit_adjust (CE on z + la_tau log pi) | balanced_softmax (CE on z + log n)
@@ -126,7 +128,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.mfm.zero_beta = False  # ablation beta := 0
   c.mfm.unit_gamma = False  # ablation gamma := 1
   c.mfm.hidden = 100  # hidden units of M_phi
-  c.mfm.compressed_size = 0  # > 0: weight hashing from this many outputs (e.g. 256)
+  c.mfm.compressed_size = 0  # m > 0: weight hashing, gamma-hat (m) -> gamma and beta-hat (m) -> beta (MIT-67: 256)
   c.mfm.optimizer = "adam"  # adam | sgd, for phi (per_sample tables always use plain SGD)
   c.mfm.lr = 1e-3  # eta, fixed
   c.mfm.load_modulator = ""  # a run's workdir (or its modulator/ folder): train with it frozen

@@ -13,6 +13,7 @@ import ml_collections
 from lt_jax import data
 from lt_jax import files
 from lt_jax import methods
+from lt_jax import models
 from lt_jax.data import samplers
 from lt_jax.data import split_lists
 
@@ -62,6 +63,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ValueError(f"optim.decay_epochs={tuple(decays)} must be increasing")
   if len(config.augment.mean) != len(config.augment.std):
     raise ValueError("augment.mean and augment.std must have the same length (or both be empty)")
+  models.validate_pretrained(config.model)
   data.check_config(config)
   if method.needs_meta_data(config) and config.meta.strategy == "none":
     raise ValueError(f"config.method={config.method!r} needs balanced meta data: set meta.strategy "
@@ -88,9 +90,6 @@ def validate_streaming(config: ml_collections.ConfigDict, method: methods.Method
     raise ValueError(f"dataset.sampler={config.dataset.sampler!r} is not streamed: the grain "
                      "loader draws instance-balanced batches; use dataset.sampler='instance' or "
                      "loader.stream=False")
-  if method.two_phase:
-    raise ValueError(f"config.method={config.method!r} is two-phase: its phase II reads the training "
-                     "images in memory and does not stream yet; set loader.stream=False")
   if method.extra_batches(config):
     raise ValueError(f"config.method={config.method!r} needs extra batches from other samplers, "
                      "which the streaming loader does not draw; set loader.stream=False")

@@ -185,23 +185,43 @@ def accumulate(totals, metrics):
   return jax.tree.map(jnp.add, totals, metrics)
 
 
-def head_steps(state: ts.TrainState, *, head, tx, length: int):
-  """``length`` SGD steps of a phase-II head (``state.hparams['head']``) on cross-entropy of its
-  batches of frozen features; returns (state, mean metrics)."""
+SAMPLE_SALT, IMAGE_SALT, FEATURE_SALT = 0, 1, 2  # the phase-II step keys: ids, crop / flip, synthesis
+
+
+def head_step(state: ts.TrainState, ids, images, *, head, tx):
+  """One SGD step of a phase-II head (``state.hparams['head']``) on cross-entropy of the features
+  of the normalised ``images`` of training samples ``ids``; returns (state, metrics). Both feeds
+  (images gathered on the device, or decoded by the streamed feed) run this step."""
+  pooled, labels, extra = head.features(ts.step_key(state, FEATURE_SALT), state.hparams["head"],
+                                        images, ids)
+  pooled, labels = jax.lax.stop_gradient((pooled, labels))
+
+  def loss_fn(h):
+    logits = head.logits(h, pooled)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.hparams["head"])
+  updates, opt_state = tx.update(grads, state.opt_state, state.hparams["head"])
+  new_head = optax.apply_updates(state.hparams["head"], updates)
+  state = state.replace(step=state.step + 1, opt_state=opt_state, hparams={"head": new_head})
+  return state, {**ts.classification_metrics(logits, labels, loss), **extra}
+
+
+def head_ids(state: ts.TrainState, *, head, length: int):
+  """(length, B) sample ids of the next ``length`` phase-II steps: a function of (seed, step)
+  only, so the streamed feed decodes them ahead of the steps."""
+  keys = jax.vmap(lambda step: ts.step_key(state.replace(step=step), SAMPLE_SALT))(
+      state.step + jnp.arange(length))
+  return jax.vmap(head.sample)(keys)
+
+
+def head_steps(state: ts.TrainState, *, head, tx, length: int, images):
+  """``length`` phase-II steps under ``lax.scan`` with the images on the device: ``images(key,
+  ids)`` gathers and augments them; returns (state, mean metrics)."""
 
   def step(state, _):
-    pooled, labels, extra = head.batch(ts.step_key(state), state.hparams["head"])
-    pooled, labels = jax.lax.stop_gradient((pooled, labels))
-
-    def loss_fn(h):
-      logits = head.logits(h, pooled)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.hparams["head"])
-    updates, opt_state = tx.update(grads, state.opt_state, state.hparams["head"])
-    new_head = optax.apply_updates(state.hparams["head"], updates)
-    state = state.replace(step=state.step + 1, opt_state=opt_state, hparams={"head": new_head})
-    return state, {**ts.classification_metrics(logits, labels, loss), **extra}
+    ids = head.sample(ts.step_key(state, SAMPLE_SALT))
+    return head_step(state, ids, images(ts.step_key(state, IMAGE_SALT), ids), head=head, tx=tx)
 
   state, metrics = jax.lax.scan(step, state, None, length=length)
   return state, jax.tree.map(jnp.mean, metrics)

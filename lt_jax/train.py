@@ -85,7 +85,8 @@ def init_state(config, ctx: ts.Context, method, input_shape, seed: int | None = 
   init_rng, hparams_rng, train_rng = jax.random.split(rng, 3)
   variables = models.init_variables(ctx.model, init_rng, (1, *input_shape))
   if config.model.get("init_checkpoint"):  # converted torchvision weights; the classifier stays fresh
-    variables = convert_torchvision.load_pretrained(variables, config.model.init_checkpoint)
+    skip = ("classifier", *models.PRETRAINED_UNUSED.get(config.model.name, ()))
+    variables = convert_torchvision.load_pretrained(variables, config.model.init_checkpoint, skip)
   params = variables["params"]
   return ts.TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -182,6 +183,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, read_only: bool = Fal
   loaders = None
   if source is not None:
     parallel.per_device(config.train.eval_batch_size, mesh.size, "train.eval_batch_size")
+  if source is not None and not read_only:  # a run only read (phase I, evaluate) draws no batches
     loaders = {"train": grain_loader.make_train_loader(config, source.splits.train)}
     if meta_batch:
       loaders["meta"] = grain_loader.make_train_loader(config, source.meta, seed_offset=1,
@@ -232,14 +234,8 @@ def memory_feed(run: Run):
   if run.meta_batch:
     arrays.update(meta_images=data.meta.images, meta_labels=data.meta.labels)
   arrays = parallel.replicate(arrays, mesh)
-  num_test = len(data.test.labels)
-  test_images = parallel.shard_leading(data.test.images, mesh)
   steps_fn = programs.make_steps_fn(ctx, run.method, mesh, mean=run.mean, std=run.std,
                                     meta_batch=run.meta_batch)
-  predict_fn = programs.make_predict_fn(
-      ctx, mesh, mean=run.mean, std=run.std,
-      batch_size=min(run.config.train.eval_batch_size, -(-num_test // mesh.size)))
-
   progress = step_progress(run)
 
   def train_epoch(state, epoch):
@@ -248,21 +244,13 @@ def memory_feed(run: Run):
         on_call=lambda done, m: progress.update(epoch * ctx.steps_per_epoch + done, m.get("loss")))
     return state, [{**m, "compiles": steps_fn._cache_size()} for m in loop.per_replica(metrics, replicas)]
 
-  def evaluate(state):
-    logits = multihost_utils.process_allgather(  # the test set is split over every host's devices
-        predict_fn(state.params, state.batch_stats, test_images), tiled=True)[..., :num_test, :]
-    return [metrics_lib.evaluate(report.replica(logits, r, replicas), data.test.labels, ctx.class_counts)
-            for r in range(replicas)]
-
-  return train_epoch, evaluate
+  return train_epoch, evaluator(run)
 
 
 def stream_feed(run: Run):
   """(train_epoch, evaluate) of the streamed feed: per-step calls on decoded batches, one eval pass."""
   config, ctx, mesh, loaders = run.config, run.ctx, run.mesh, run.loaders
   step_fn = programs.make_step_fn(ctx, run.method, mesh, mean=run.mean, std=run.std)
-  predict_fn = programs.make_predict_fn(ctx, mesh, mean=run.mean, std=run.std,
-                                        batch_size=config.train.eval_batch_size // mesh.size)
 
   progress = step_progress(run)
 
@@ -290,19 +278,51 @@ def stream_feed(run: Run):
     return state, [{**metrics, "compiles": step_fn._cache_size(),
                     "images_per_second": ctx.steps_per_epoch * config.train.batch_size / seconds}]
 
-  def evaluate(state):
+  return train_epoch, evaluator(run)
+
+
+def predictions(run: Run, split: str = "test"):
+  """(params, batch_stats) -> (eval-mode logits, labels) of the run's un-augmented ``split``
+  ('test' or 'train') from its feed: the sharded uint8 arrays, or one streamed evaluation pass
+  (rows in the gathered order, each with its label). With replicas the logits are (R, N, C)."""
+  config, ctx, mesh = run.config, run.ctx, run.mesh
+  gather = lambda x: multihost_utils.process_allgather(x, tiled=True)
+  if run.data is not None:
+    arrays = getattr(run.data, split)
+    num, labels = len(arrays.labels), arrays.labels
+    images = parallel.shard_leading(arrays.images, mesh)  # split over every host's devices
+    predict_fn = programs.make_predict_fn(
+        ctx, mesh, mean=run.mean, std=run.std,
+        batch_size=min(config.train.eval_batch_size, -(-num // mesh.size)))
+    return lambda params, batch_stats: (
+        gather(predict_fn(params, batch_stats, images))[..., :num, :], labels)
+  records = run.streamed.test if split == "test" else run.streamed.splits.train
+  predict_fn = programs.make_predict_fn(ctx, mesh, mean=run.mean, std=run.std,
+                                        batch_size=config.train.eval_batch_size // mesh.size)
+
+  def streamed(params, batch_stats):
     logits, labels, mask = [], [], []
-    for batch in grain_loader.make_eval_loader(config, run.streamed.test):
+    for batch in grain_loader.make_eval_loader(config, records):
       placed = stream.global_batch({k: batch[k] for k in ("images", "labels", "mask")}, mesh)
-      gather = lambda x: multihost_utils.process_allgather(x, tiled=True)
-      logits.append(gather(predict_fn(state.params, state.batch_stats, placed["images"])))
+      logits.append(gather(predict_fn(params, batch_stats, placed["images"])))
       labels.append(gather(placed["labels"]))
       mask.append(gather(placed["mask"]))
     mask = np.concatenate(mask).astype(bool)
-    return [metrics_lib.evaluate(np.concatenate(logits)[mask], np.concatenate(labels)[mask],
-                                 ctx.class_counts)]
+    return np.concatenate(logits)[mask], np.concatenate(labels)[mask]
 
-  return train_epoch, evaluate
+  return streamed
+
+
+def evaluator(run: Run):
+  """evaluate(state) -> [test metrics per replica] of the run's feed."""
+  predict, replicas = predictions(run, "test"), run.config.replicas
+
+  def evaluate(state):
+    logits, labels = predict(state.params, state.batch_stats)
+    return [metrics_lib.evaluate(report.replica(logits, r, replicas), labels, run.ctx.class_counts)
+            for r in range(replicas)]
+
+  return evaluate
 
 
 def fit(run: Run, workdir: str) -> dict:

@@ -18,6 +18,7 @@ from lt_jax import data as data_lib
 from lt_jax.data import folder_builder
 from lt_jax.data import longtail
 from lt_jax.data import sources
+from lt_jax.data import split_lists
 
 CIFAR10_ZIP = pathlib.Path(__file__).parents[2] / "shared/data/cifar10-jpeg.zip"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -634,3 +635,25 @@ def test_cifar10_lt_from_the_shared_zip(tmp_path):
   assert data.counts("test").tolist() == [1000] * 10 and len(data.meta) == 0
   assert data.train.images.shape[1:] == (32, 32, 3) and data.test.images.shape == (10000, 32, 32, 3)
   print(f"CIFAR-10-LT from the zip (build + load): {seconds:.1f} s")
+
+
+def test_development_size_readings_per_class_or_equal():
+  """meta.development: MFM line 129 "20 samples (or the number of the least frequent class when it
+  is less than 20) per class": min(K, n_c) per class, or min(K, n_min) for every class."""
+  labels = np.repeat(np.arange(10), 100)
+  kwargs = dict(imbalance=20.0, profile="exp", protocol="ldam", strategy="development",
+                per_class=20, seed=0)
+  train, meta = longtail.select_train_meta(labels, 10, **kwargs)
+  n = longtail.per_class_counts(labels[train], 10)
+  assert n.min() == 5
+  np.testing.assert_array_equal(longtail.per_class_counts(labels[meta], 10), np.minimum(n, 20))
+  train_eq, meta_eq = longtail.select_train_meta(labels, 10, development="equal", **kwargs)
+  np.testing.assert_array_equal(train_eq, train)
+  np.testing.assert_array_equal(longtail.per_class_counts(labels[meta_eq], 10), [5] * 10)
+  assert set(meta_eq) <= set(train)  # copies of training images
+  split, chosen = split_lists.select_meta(labels[train], None, 10, strategy="development",
+                                          per_class=20, seed=0, development="equal")
+  assert split == "train"
+  np.testing.assert_array_equal(longtail.per_class_counts(labels[train][chosen], 10), [5] * 10)
+  with pytest.raises(ValueError, match="meta.development"):
+    longtail.development_sizes(n, 20, "half")

@@ -196,15 +196,18 @@ def test_every_synthesised_feature_carries_its_tail_samples_label():
 
 @pytest.fixture(scope="module")
 def phase1(tmp_path_factory):
-  """An untrained digits setup standing in for a phase-I run (the batch needs no training)."""
+  """(FrozenNet, training images) of an untrained digits setup standing in for a phase-I run (the
+  batch needs no training)."""
   config = tiny_config(fsa_cifar)
   config.method = "erm"
-  return two_phase.frozen_net(train.setup(config, str(tmp_path_factory.mktemp("phase1"))), "phase1")
+  run = train.setup(config, str(tmp_path_factory.mktemp("phase1")))
+  return two_phase.frozen_net(run, "phase1"), run.data.train.images
 
 
 @pytest.mark.parametrize("mode,stage", [("fsa", 2), ("balanced", -1)])
 def test_batch_composition_and_determinism(phase1, mode, stage):
   """FSA batches (here augmenting after stage 2; the CLI test covers the last stage) and the control."""
+  phase1, phase1_images = phase1
   config = tiny_config(fsa_cifar, **{"fsa.mode": mode, "fsa.batch_size": 33, "fsa.num_augment": 3,
                                      "fsa.stage": stage})
   head_fn = fsa_method.make_head(config, phase1)
@@ -214,7 +217,14 @@ def test_batch_composition_and_determinism(phase1, mode, stage):
   assert the_plan["head"] == head.tolist() and the_plan["tail"] == tail.tolist()
   num_tail = 33 // 8
   assert (the_plan["num_tail"], the_plan["batch"]) == (num_tail, 2 * num_tail * 4)
-  batch = jax.jit(head_fn.batch)
+  images = jax.device_put(phase1_images)
+
+  @jax.jit
+  def batch(key, classifier):  # the in-memory feed's composition of sample, images, features
+    ids = head_fn.sample(key)
+    x = heads.augmented_images(jax.random.fold_in(key, 1), images, ids, phase1, head_fn.augment)
+    return head_fn.features(jax.random.fold_in(key, 2), classifier, x, ids)
+
   pooled, labels, extra = batch(heads.phase2_key(0, 1), head_fn.init)
   pooled, labels = np.asarray(pooled), np.asarray(labels)
   side = num_tail * 4

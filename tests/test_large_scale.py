@@ -329,6 +329,9 @@ def test_every_large_scale_config_builds():
       smoke = large_scale_configs.build(key, method, "smoke")
       assert full.dataset.source == smoke.dataset.source != "digits"
       assert full.dataset.image_size == 224 and smoke.dataset.image_size == 32
+      # streamed, FSA's phase II too; MIT-67 in memory (resized to 224 x 224, MFM line 315)
+      in_memory = large_scale_configs.DATASETS[key].get("in_memory", False)
+      assert full.loader.stream == smoke.loader.stream == (not in_memory), (key, method)
   assert large_scale_configs.get_config("inat2018,cbmeta").meta.per_class == 2
   with pytest.raises(ValueError, match="DATASET,METHOD"):
     large_scale_configs.get_config("inat2018")
@@ -378,6 +381,9 @@ def basic_resnet_params(stage_sizes, num_classes, width=64):
     ("vgg11", 1000, 132_863_336),
     ("vgg11_bn", 1000, 132_868_840),
     ("vgg11", 67, 132_863_336 - 999 * 4097 + 66 * 4097),
+    # torchvision vgg11 less fc6, fc7 and its classifier, plus one FC 512 -> 67 (MFM's MIT-67 head)
+    ("vgg11_gap", 67, 132_863_336 - (25088 * 4096 + 4096) - (4096 * 4096 + 4096) - 1000 * 4097
+     + 67 * 513),
 ])
 def test_parameter_counts(name, classes, expected):
   model = models.get_model(ml_collections.ConfigDict(dict(name=name, width=0)), classes)
@@ -631,3 +637,67 @@ def test_cli_converts_npz_and_load_pretrained_keeps_the_new_classifier(tmp_path)
   other = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(abstract_params(wider, 32)))
   with pytest.raises(ValueError, match=r"r10.msgpack: .* has shape \(8,\); the model expects \(16,\)"):
     convert_torchvision.load_pretrained(other, str(tmp_path / "r10.msgpack"))
+
+
+# --- MIT-67 (MFM Table 4): the 60/40 split, VGG-11 with GAP, pretrained weights --------------------
+
+def test_mit67_split_is_seeded_per_class_60_40_and_written_by_the_command(minis, tmp_path):
+  root = minis["mit67"]
+  split = split_lists.fraction_split(root, seed=0)
+  assert split == split_lists.fraction_split(root, seed=0)  # reproducible
+  assert split != split_lists.fraction_split(root, seed=1)
+  everything = sorted(split["train"] + split["test"])
+  assert len(set(everything)) == len(everything) == sum(miniature.SPECS["mit67"]["images"])
+  for label, total in enumerate(miniature.SPECS["mit67"]["images"]):
+    train = [p for p in split["train"] if f"/class_{label}/" in p]
+    assert len(train) == round(0.6 * total)  # per class, not over the whole set
+  result = subprocess.run([sys.executable, "-m", "lt_jax.data.mit67", root, "--seed=0",
+                           f"--out={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert json.loads(result.stdout)["images"] == len(everything)
+  written = [open(tmp_path / name).read().split() for name in split_lists.MIT67_LISTS]
+  assert written == [split["train"], split["test"]]
+  splits = split_lists.load_split_lists(dataset_config("mit67", root))  # what the configs read
+  np.testing.assert_array_equal(longtail.per_class_counts(splits.train.labels, splits.num_classes),
+                                [round(0.6 * n) for n in miniature.SPECS["mit67"]["images"]])
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="MIT67_train_60.txt.*python -m lt_jax.data.mit67"):
+    split_lists.load_split_lists(dataset_config("mit67", str(tmp_path / "empty")))
+
+
+def test_vgg11_gap_keeps_only_the_last_fc_and_loads_converted_vgg11_weights(tmp_path):
+  """MFM line 204: VGG-11 'only reserving the last FC layer and adding an average-pooling before
+  it'; the torchvision vgg11 weights load into it, fc6 / fc7 dropped, the classifier fresh."""
+  from lt_jax import methods  # pylint: disable=g-import-not-at-top
+  from lt_jax import train  # pylint: disable=g-import-not-at-top
+  from tests.conftest import context  # pylint: disable=g-import-not-at-top
+  sd = torchvision_vgg11(1000, width=4, rng=np.random.default_rng(3))
+  path = str(tmp_path / "vgg11.msgpack")
+  convert_torchvision.save_variables(convert_torchvision.convert_state_dict(sd, "vgg11_gap"), path)
+  config = large_scale_configs.build("mit67", "ce", "smoke")
+  assert config.model.name == "vgg11_gap"
+  config.model.pretrained, config.model.init_checkpoint = True, path
+  ctx = context(config, (12, 8, 6, 4, 3))
+  assert list(ctx.model.modulation_points()) == [f"conv{k}" for k in range(1, 9)]
+  params = train.init_state(config, ctx, methods.get_method("erm"), (32, 32, 3)).params
+  assert sorted(params) == ["classifier"] + [f"conv{k}" for k in range(1, 9)]
+  np.testing.assert_array_equal(params["conv8"]["kernel"], sd["features.18.weight"].transpose(2, 3, 1, 0))
+  assert params["classifier"]["kernel"].shape == (4 * 512 // 64, 5)  # 512 / 16 channels -> 5 classes
+
+
+def test_a_pretrained_row_without_weights_is_refused_at_load_saying_how_to_make_them(tmp_path):
+  for name in ("mit67", "places_lt"):
+    config = large_scale_configs.build(name, "ce")
+    assert config.model.pretrained
+    with pytest.raises(ValueError, match=r"model.pretrained=True.*model.init_checkpoint is empty.*"
+                                         r"python -m lt_jax.models.convert_torchvision"):
+      models.validate_pretrained(config.model)
+    config.model.init_checkpoint = str(tmp_path / "absent.msgpack")
+    with pytest.raises(FileNotFoundError, match="model.init_checkpoint=.*absent.msgpack"):
+      models.validate_pretrained(config.model)
+  (tmp_path / "w.msgpack").write_bytes(b"")
+  config.model.init_checkpoint = str(tmp_path / "w.msgpack")
+  models.validate_pretrained(config.model)  # there: accepted (its contents are checked at init)
+  from lt_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="model.pretrained=True"):  # the one check, at load
+    config_lib.validate(large_scale_configs.build("mit67", "mfm"))

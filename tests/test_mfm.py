@@ -1,6 +1,8 @@
 """Meta Feature Modulator: modulator outputs, the meta-gradient, evaluation without modulation,
 transfer artifacts."""
 
+import json
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -48,15 +50,25 @@ def test_ablations_fix_gamma_or_beta():
     assert np.any(beta)
 
 
-def test_weight_hashing_is_a_fixed_parameter_free_expansion():
+def test_weight_hashing_has_two_maps_gamma_hat_to_gamma_and_beta_hat_to_beta():
+  """MFM App. A.2 / B: the MLP emits gamma-hat (m) and beta-hat (m); each is decompressed by its own
+  fixed, parameter-free hash map into gamma (every point's) and beta."""
   net = modulator_lib.Modulator(tuple(POINTS.items()), hidden=7, compressed_size=4)
   params = net.init(jax.random.key(0), jnp.zeros((1, 10)))["params"]
-  assert params["out"]["kernel"].shape == (7, 4)  # the MLP emits the compressed vector only
+  assert params["out"]["kernel"].shape == (7, 8)  # gamma-hat (4) and beta-hat (4), no hash weights
   params = jax.tree.map(lambda a: a + 0.1, params)
   soft = jax.nn.softmax(jax.random.normal(jax.random.key(2), (3, 10)))
   compressed = jax.nn.relu(soft @ params["hidden"]["kernel"] + params["hidden"]["bias"]) @ params["out"]["kernel"] + params["out"]["bias"]
-  kappa, zeta = modulator_lib.hashing_indices(16, 4)
-  np.testing.assert_allclose(net.apply({"params": params}, soft), compressed[:, kappa] * zeta, rtol=1e-5)
+  kappa, zeta = modulator_lib.hashing_indices(POINTS, 4)
+  raw = net.apply({"params": params}, soft)
+  np.testing.assert_allclose(raw, compressed[:, kappa] * zeta, rtol=1e-5)
+  beta = modulator_lib.is_beta(POINTS)  # layout [gamma_a (3), beta_a (3), gamma_b (5), beta_b (5)]
+  np.testing.assert_array_equal(beta, [0] * 3 + [1] * 3 + [0] * 5 + [1] * 5)
+  assert kappa[~beta].max() < 4 <= kappa[beta].min()  # gamma reads gamma-hat only, beta beta-hat
+  assert np.all(np.abs(zeta) == 1)
+  bumped = params["out"]["bias"].at[:4].add(1.0)  # change gamma-hat only: no beta entry moves
+  moved = net.apply({"params": {**params, "out": {**params["out"], "bias": bumped}}}, soft) - raw
+  assert np.all(moved[:, beta] == 0) and np.all(moved[:, ~beta] != 0)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +138,7 @@ def test_per_sample_generator_updates_only_the_batch_rows():
   assert set(changed) <= set(np.asarray(batch["ids"])) and len(changed) > 0
 
 
-def test_modulator_transfer_round_trip_and_size_check(setup, tmp_path):
+def test_modulator_transfer_round_trip_and_spec_check(setup, tmp_path):
   ctx, _, state, _ = setup
   mfm.save_modulator(state.hparams["phi"], ctx, str(tmp_path))
   chex.assert_trees_all_equal(mfm.load_modulator(str(tmp_path), ctx), state.hparams["phi"])
@@ -134,6 +146,11 @@ def test_modulator_transfer_round_trip_and_size_check(setup, tmp_path):
   other_ctx, *_ = step_setup(other)
   with pytest.raises(ValueError, match="points"):
     mfm.load_modulator(str(tmp_path), other_ctx)
+  spec = json.loads((tmp_path / "modulator" / "spec.json").read_text())
+  for key, value in (("variant", "film"), ("points", dict(reversed(spec["points"].items())))):
+    (tmp_path / "modulator" / "spec.json").write_text(json.dumps({**spec, key: value}))
+    with pytest.raises(ValueError, match=f"its {key} is"):  # same sizes, other layout / meaning
+      mfm.load_modulator(str(tmp_path), ctx)
   with pytest.raises(FileNotFoundError, match="mfm.load_modulator"):
     mfm.load_modulator(str(tmp_path / "nowhere"), ctx)
 

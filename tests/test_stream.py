@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -110,6 +111,48 @@ def test_meta_method_streams_a_meta_batch(mini_root, tmp_path):
   selection = json.load(open(tmp_path / "data_selection.json"))
   assert selection["settings"]["meta.from"] == "val" and len(selection["indices"]["meta"]) == 8 * 5
   assert selection["counts"]["meta"] == [5] * 8
+
+
+@pytest.fixture
+def shared_compiles(tmp_path):
+  """A persistent compilation cache inside one test: its runs compile the same programs once."""
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  saved = {name: getattr(jax.config, name) for name in (
+      "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+  compilation_cache.reset_cache()
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  yield
+  for name, value in saved.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+def test_streamed_phase2_resumed_equals_uninterrupted(two_epochs, mini_root, tmp_path, shared_compiles):
+  """FSA's phase II on the streamed feed (ids drawn on the device, exactly those images decoded
+  with the loader's crop / flip): stopped after round 1 of 2 and run again, it equals a straight run."""
+  def config(steps):
+    return stream_config(mini_root, "fsa", **{
+        "fsa.phase1_workdir": two_epochs[0], "fsa.steps": steps, "fsa.eval_every": 2,
+        "fsa.batch_size": 16, "fsa.num_augment": 1, "fsa.num_confusing": 1})
+
+  straight = run.run(config(4), str(tmp_path / "straight"))
+  run.run(config(2), str(tmp_path / "resumed"))  # stops after round 1, checkpointed
+  assert ocp.CheckpointManager(str(tmp_path / "resumed" / "checkpoints")).all_steps() == [1]
+  resumed = run.run(config(4), str(tmp_path / "resumed"))  # the same command with all 4 steps
+  records = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
+  assert [(r["kind"], r["epoch"], r["step"]) for r in records if r["kind"] == "train"] == [
+      ("train", 1, 2), ("train", 2, 4)]
+  a, b = (ocp.StandardCheckpointer().restore(str(tmp_path / d / "checkpoints" / "2" / "default"))
+          for d in ("resumed", "straight"))
+  assert int(a["step"]) == int(b["step"]) == 4
+  for key in ("params", "hparams", "opt_state"):
+    for x, y in zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key])):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=key)
+  assert not np.array_equal(a["params"]["classifier"]["kernel"],
+                            final_params(two_epochs[0], 2)["classifier/kernel"])  # it trained
+  assert resumed == straight and straight["final_epoch"] == 2
+  assert metric_writer.read_confusion(str(tmp_path / "straight")).sum() == 80  # the streamed test set
 
 
 @pytest.mark.parametrize("field, value, match", [

@@ -96,6 +96,8 @@ def check_config(config) -> None:
   longtail.check_choice("dataset.protocol", dataset.protocol, longtail.PROTOCOLS)
   longtail.check_choice("dataset.test", dataset.test, longtail.TEST_SETS)
   longtail.check_choice("meta.strategy", meta.strategy, longtail.META_STRATEGIES)
+  longtail.check_choice("meta.development", meta.get("development", "per_class"),
+                        longtail.DEVELOPMENT_SIZES)
   for field, value in (("dataset.imbalance", dataset.imbalance),
                        ("dataset.test_imbalance", dataset.test_imbalance)):
     if not value >= 1:
@@ -117,7 +119,8 @@ def settings_of(config) -> dict:
   fields = {f"dataset.{k}": dataset[k] for k in (
       "name", "source", "path", "image_size", "imbalance", "profile", "protocol", "seed",
       "test", "test_imbalance")}
-  fields.update({"meta.strategy": meta.strategy, "meta.per_class": meta.per_class})
+  fields.update({"meta.strategy": meta.strategy, "meta.per_class": meta.per_class,
+                 "meta.development": meta.get("development", "per_class")})
   return fields
 
 
@@ -140,7 +143,7 @@ def load(config) -> LongTailData:
   train, meta_indices = longtail.select_train_meta(
       raw.train_labels, num_classes, imbalance=dataset.imbalance, profile=dataset.profile,
       protocol=dataset.protocol, strategy=meta.strategy, per_class=meta.per_class,
-      seed=dataset.seed)
+      seed=dataset.seed, development=meta.get("development", "per_class"))
   test = longtail.select_test(raw.test_labels, num_classes, test=dataset.test,
                               test_imbalance=dataset.test_imbalance, seed=dataset.seed)
   return LongTailData(
@@ -162,7 +165,8 @@ def _load_given_split(config) -> LongTailData:
   num_classes = splits.num_classes
   meta_split, meta_indices = split_lists.select_meta(
       arrays["train_labels"], arrays["val_labels"], num_classes, strategy=meta.strategy,
-      per_class=meta.per_class, seed=dataset.seed)
+      per_class=meta.per_class, seed=dataset.seed,
+      development=meta.get("development", "per_class"))
   meta_split = meta_split or "train"
   test = longtail.select_test(arrays["test_labels"], num_classes, test=dataset.test,
                               test_imbalance=dataset.test_imbalance, seed=dataset.seed)

@@ -295,6 +295,53 @@ def make_eval_loader(config, records: ImageRecords, *, process_index: Optional[i
                       process_count=process_count)
 
 
+# --- chosen records (phase II of two-phase methods) -------------------------------------------------
+
+class IdDecoder:
+  """uint8 (B, S, S, 3) images of the record ids a phase-II head chose, decoded as the loaders do:
+  ``TrainDecode`` (random-resized-crop + flip) when ``augment``, else ``EvalDecode``'s centre crop.
+
+  The randomness of image i of a batch is ``np.random.default_rng((seed, step, i))``, so a resumed
+  run decodes the same crops; ``workers`` threads decode a batch (PIL releases the GIL).
+  """
+
+  def __init__(self, records: ImageRecords, *, image_size: int, seed: int, augment: bool,
+               min_crop_area: float = 0.08, flip: bool = True, crop_ratio: float = 0.875,
+               workers: int = 0):
+    import concurrent.futures  # pylint: disable=g-import-not-at-top
+    self.records, self.seed, self.augment = records, int(seed) % 2**32, augment
+    self.train = TrainDecode(image_size, min_crop_area, flip)
+    self.eval = EvalDecode(image_size, crop_ratio)
+    workers = available_cpus() if workers == -1 else workers
+    self.pool = concurrent.futures.ThreadPoolExecutor(max(1, workers))
+
+  def _one(self, record: int, step: int, position: int) -> np.ndarray:
+    element = self.records.source[int(record)]
+    if self.augment:
+      rng = np.random.default_rng((self.seed, int(step), position))
+      return self.train.random_map(element, rng)["images"]
+    return self.eval.map(element)["images"]
+
+  def __call__(self, ids, step: int) -> np.ndarray:
+    """The images of ``ids`` (training-list positions) for phase-II step ``step``."""
+    ids = np.asarray(ids)
+    if ids.min(initial=0) < 0 or ids.max(initial=0) >= len(self.records):
+      raise ValueError(f"record ids must lie in [0, {len(self.records)}) of {self.records.what}")
+    return np.stack(list(self.pool.map(self._one, ids, [step] * len(ids), range(len(ids)))))
+
+
+def make_id_decoder(config, records: ImageRecords, *, augment: bool,
+                    seed_offset: int = 0) -> IdDecoder:
+  """The ``IdDecoder`` of ``config`` (dataset.image_size, seed, augment.flip, loader.*)."""
+  loader_config = config.get("loader", {})
+  return IdDecoder(records, image_size=config.dataset.image_size or 224,
+                   seed=config.seed + seed_offset, augment=augment,
+                   min_crop_area=loader_config.get("min_crop_area", 0.08),
+                   flip=bool(config.augment.flip),
+                   crop_ratio=loader_config.get("eval_crop_ratio", 0.875),
+                   workers=loader_config.get("workers", -1))
+
+
 # --- in-memory path (miniatures, small image sizes) ------------------------------------------------
 
 def decode_all(records: ImageRecords, image_size: int) -> np.ndarray:
@@ -336,6 +383,6 @@ def load_source_data(dataset, opener=None) -> tuple[SplitLists, dict]:
   return splits, arrays
 
 
-__all__ = ["TrainLoader", "make_train_loader", "make_eval_loader",
+__all__ = ["TrainLoader", "make_train_loader", "make_eval_loader", "IdDecoder", "make_id_decoder",
            "eval_batches", "random_resized_crop_box", "center_crop_box", "decode_crop_resize",
            "load_source_data"]

@@ -4,7 +4,8 @@
 
 Writes ``--images`` JPEGs of ``--width`` x ``--height`` pixels (default 500 x 375, ImageNet's
 typical size; smooth random content at quality 90, ~50 kB each) to a temporary folder, then times ``grain_loader.TrainLoader``
-(decode + random-resized-crop + flip) and the evaluation loader (decode + centre crop) for each
+(decode + random-resized-crop + flip), the evaluation loader (decode + centre crop) and phase II's
+``grain_loader.IdDecoder`` (the same crop + flip of random ids, in max(1, workers) threads) for each
 worker count, after one warm-up batch. Prints one JSON line per measurement.
 """
 
@@ -57,6 +58,15 @@ def main(argv):
                         "jpeg_size": [_WIDTH.value, _HEIGHT.value], "load_avg": os.getloadavg()[0],
                         "size": _SIZE.value, "batch": _BATCH.value}), flush=True)
       del loader
+    for workers in map(int, _WORKERS.value):
+      decoder = grain_loader.IdDecoder(records, image_size=_SIZE.value, seed=0, augment=True,
+                                       workers=workers)
+      ids = np.random.default_rng(0).integers(0, len(records), (_BATCHES.value + 1, _BATCH.value))
+      rate = time_batches((decoder(i, step) for step, i in enumerate(ids)), _BATCHES.value,
+                          _BATCH.value)
+      print(json.dumps({"loader": "phase2_ids", "threads": max(1, workers),
+                        "images_per_s": round(rate, 1), "cpus": os.cpu_count(),
+                        "load_avg": os.getloadavg()[0]}), flush=True)
     for workers in map(int, _WORKERS.value):
       start = time.perf_counter()
       count = sum(int(b["mask"].sum()) for b in grain_loader.eval_batches(

@@ -20,6 +20,10 @@ import numpy as np
 PROFILES = ("exp", "step")
 PROTOCOLS = ("ldam", "mwnet")
 META_STRATEGIES = ("none", "meta", "development")
+# meta.development: how many development copies each class gets (MFM line 129 "20 samples (or the
+# number of the least frequent class when it is less than 20) per class"): per_class = min(K, n_c);
+# equal = min(K, n_min) for every class (§3.1, line 69: a meta set "with equal samples per class").
+DEVELOPMENT_SIZES = ("per_class", "equal")
 TEST_SETS = ("balanced", "test1", "test2")
 
 _META_STREAM, _DEVELOPMENT_STREAM, _TEST_STREAM = 1, 2, 3
@@ -91,9 +95,17 @@ def _take_per_class(pools: Sequence[np.ndarray], counts: Sequence[int],
   return kept, rest
 
 
+def development_sizes(counts: Sequence[int], per_class: int, development: str = "per_class") -> np.ndarray:
+  """Development copies per class (``meta.development``): min(K, n_c), or min(K, n_min) for all."""
+  check_choice("meta.development", development, DEVELOPMENT_SIZES)
+  counts = np.asarray(counts, np.int64)
+  cap = counts if development == "per_class" else np.full_like(counts, counts.min())
+  return np.minimum(cap, per_class)
+
+
 def select_train_meta(labels: np.ndarray, num_classes: int, *, imbalance: float, profile: str,
                       protocol: str, strategy: str, per_class: int,
-                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+                      seed: int, development: str = "per_class") -> tuple[np.ndarray, np.ndarray]:
   """The long-tailed training subset and the meta set of a full training split.
 
   Args:
@@ -104,9 +116,10 @@ def select_train_meta(labels: np.ndarray, num_classes: int, *, imbalance: float,
     protocol: ``ldam``: n_max = the smallest full class; ``mwnet``: carve ``per_class`` images
       per class first, then n_max = smallest full class - ``per_class``.
     strategy: ``meta.strategy``: none (empty meta) | meta (disjoint from training) |
-      development (copies of min(K, n_c) training images per class).
+      development (copies of training images: ``development_sizes`` per class).
     per_class: ``meta.per_class`` (M or K).
     seed: ``dataset.seed``.
+    development: ``meta.development`` (per_class | equal).
 
   Returns:
     (train, meta) positions into the full training split, each sorted.
@@ -135,7 +148,8 @@ def select_train_meta(labels: np.ndarray, num_classes: int, *, imbalance: float,
   elif strategy == "meta":
     meta = carved if carved is not None else _meta_from_leftovers(leftovers, per_class, seed)
   else:
-    meta = _development_copies(train, per_class, seed)
+    meta = _development_copies(train, development_sizes([len(p) for p in train], per_class,
+                                                        development), seed)
   return _sorted_union(train), _sorted_union(meta)
 
 
@@ -152,11 +166,11 @@ def _meta_from_leftovers(leftovers: Sequence[np.ndarray], per_class: int,
   return [rng.permutation(pool)[:per_class] for pool in leftovers]
 
 
-def _development_copies(train: Sequence[np.ndarray], per_class: int,
+def _development_copies(train: Sequence[np.ndarray], sizes: Sequence[int],
                         seed: int) -> list[np.ndarray]:
-  """min(K, n_c) images per class copied from the LT training set."""
+  """``sizes[c]`` images of class c copied from the LT training set."""
   rng = np.random.default_rng((seed, _DEVELOPMENT_STREAM))
-  return [rng.permutation(np.sort(pool))[:per_class] for pool in train]
+  return [rng.permutation(np.sort(pool))[:k] for pool, k in zip(train, sizes)]
 
 
 def test_counts(n_max: int, num_classes: int, test: str, test_imbalance: float,

@@ -1,12 +1,14 @@
 """Tiny datasets in the published large-scale formats, with real small JPEGs, for tests and smoke runs.
 
   python -m lt_jax.data.miniature FORMAT DIR      FORMAT in imagenet_lt, places_lt, inat2017,
-                                                  inat2018, folder
+                                                  inat2018, folder, mit67
 
 Writes DIR/<images> and the split files / annotation JSON named as the real datasets name them
 (``LISTS[FORMAT]``). Classes follow a long tail that crosses the many / medium / few thresholds
 (> 100, 20-100, < 20 training images); every image is a 40-80 px JPEG of a class colour plus a
 gradient and noise, so a small network can learn it. Deterministic: the same bytes every time.
+``mit67`` is MIT-67's layout (``Images/<class>/*.jpg``, every image, no split) with its 60/40
+lists then written by ``split_lists.write_mit67_split``, as a user does with ``lt_jax.data.mit67``.
 """
 
 import json
@@ -16,6 +18,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from lt_jax.data import split_lists
+
 # format -> training images per class (head first), val and test images per class
 SPECS = {
     "imagenet_lt": dict(train=(120, 60, 30, 20, 19, 10, 6, 5), val=20, test=10),
@@ -23,6 +27,7 @@ SPECS = {
     "inat2017": dict(train=(104, 40, 21, 9, 6, 5, 5), val=5, test=5),
     "inat2018": dict(train=(102, 30, 12, 6, 4, 3, 2), val=3, test=3),
     "folder": dict(train=(30, 15, 8, 4), val=0, test=5),
+    "mit67": dict(images=(30, 18, 11, 7, 5)),  # all images per class; 60/40 split written after
 }
 LISTS = {
     "imagenet_lt": dict(train="ImageNet_LT_train.txt", val="ImageNet_LT_val.txt",
@@ -32,9 +37,10 @@ LISTS = {
     "inat2017": dict(train="train2017.json", val="", test="val2017.json"),
     "inat2018": dict(train="train2018.json", val="", test="val2018.json"),
     "folder": dict(train="TrainImages.txt", val="", test="TestImages.txt"),
+    "mit67": dict(train=split_lists.MIT67_LISTS[0], val="", test=split_lists.MIT67_LISTS[1]),
 }
 SOURCE = {"imagenet_lt": "split_file", "places_lt": "split_file", "inat2017": "inat_json",
-          "inat2018": "inat_json", "folder": "split_file"}
+          "inat2018": "inat_json", "folder": "split_file", "mit67": "split_file"}
 FORMATS = tuple(SPECS)
 
 
@@ -107,8 +113,15 @@ def write(fmt: str, root: str, seed: int = 0) -> dict[str, str]:
   if fmt not in SPECS:
     raise ValueError(f"format={fmt!r} is unknown; expected one of {list(FORMATS)}")
   spec = SPECS[fmt]
-  num_classes = len(spec["train"])
   rng = np.random.default_rng(seed)
+  if fmt == "mit67":
+    for label, count in enumerate(spec["images"]):
+      for i in range(count):
+        _save(root, f"Images/class_{label}/img_{i:04d}.jpg",
+              synthetic_image(rng, label, len(spec["images"])))
+    written = split_lists.write_mit67_split(root, seed=seed)["lists"]
+    return {"train": written["train"], "val": "", "test": written["test"]}
+  num_classes = len(spec["train"])
   items = _split_items(spec)
   os.makedirs(root, exist_ok=True)
   written = {}

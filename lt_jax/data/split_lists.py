@@ -28,6 +28,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from lt_jax.data import longtail
+
 SOURCES = ("split_file", "inat_json", "inat_tfds")
 SPLITS = ("train", "val", "test")
 MAX_REPORTED = 5  # missing images named in an error
@@ -188,12 +190,77 @@ def check_images_exist(root: str, entries, what: str) -> None:
 
 
 def resolve_list(path: str, root: str, field: str) -> str:
-  """A list path as given, else relative to ``root``; FileNotFoundError naming ``field``."""
+  """A list path as given, else relative to ``root``; FileNotFoundError naming ``field`` (and the
+  command that writes it, for the lists lt_jax builds: ``BUILT_LISTS``)."""
   for candidate in (path, os.path.join(root, path)):
     if os.path.isfile(candidate):
       return candidate
+  hint = BUILT_LISTS.get(os.path.basename(path))
   raise FileNotFoundError(f"dataset.{field}={path!r} does not exist (looked in the working "
-                          f"directory and under dataset.path={root!r})")
+                          f"directory and under dataset.path={root!r})"
+                          + (f"; write it with `{hint}`" if hint else ""))
+
+
+# --- splits built from a folder of all images (MIT-67) ---------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+MIT67_LISTS = ("MIT67_train_60.txt", "MIT67_test_40.txt")
+MIT67_COMMAND = "python -m lt_jax.data.mit67 MIT67_ROOT"
+BUILT_LISTS = {name: MIT67_COMMAND for name in MIT67_LISTS}
+_FRACTION_STREAM = 13
+
+
+def fraction_split(root: str, images_dir: str = "Images", train_fraction: float = 0.6,
+                   seed: int = 0) -> dict[str, list[str]]:
+  """{'train': paths, 'test': paths} (relative to ``root``): per class folder of
+  ``root/images_dir``, a seeded permutation of its images (sorted names first), the first
+  round(f n_c) (at least 1, at most n_c - 1) to train, the rest to test.
+
+  MFM line 204: "the complete dataset with imbalanced train/test splits of 60%/40%" of MIT-67's
+  15,620 images in 67 classes (101-738 per class). Seeded by ``np.random.default_rng((seed, 13))``.
+  """
+  folder = os.path.join(root, images_dir)
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"{folder!r} is not a folder; expected {images_dir}/<class>/<image> "
+                            "under the dataset root (MIT-67's Images/ folder)")
+  if not 0 < train_fraction < 1:
+    raise ValueError(f"train_fraction={train_fraction!r} must lie in (0, 1)")
+  rng = np.random.default_rng((seed, _FRACTION_STREAM))
+  split = {"train": [], "test": []}
+  classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+  if not classes:
+    raise ValueError(f"{folder!r} holds no class folders")
+  for name in classes:
+    images = sorted(f for f in os.listdir(os.path.join(folder, name))
+                    if f.lower().endswith(IMAGE_EXTENSIONS))
+    if len(images) < 2:
+      raise ValueError(f"{folder}/{name} holds {len(images)} images; a train/test split needs 2")
+    order = [images[i] for i in rng.permutation(len(images))]
+    n_train = min(max(1, round(train_fraction * len(images))), len(images) - 1)
+    split["train"] += [f"{images_dir}/{name}/{f}" for f in order[:n_train]]
+    split["test"] += [f"{images_dir}/{name}/{f}" for f in order[n_train:]]
+  return split
+
+
+def write_mit67_split(root: str, out: str = "", seed: int = 0) -> dict:
+  """Writes MFM's 60/40 MIT-67 split of ``root/Images`` as path-only lists ``MIT67_LISTS`` (class =
+  parent folder) into ``out`` (default ``root``); returns a summary (files, counts)."""
+  split = fraction_split(root, "Images", 0.6, seed)
+  out = out or root
+  os.makedirs(out, exist_ok=True)
+  written = {}
+  for (part, paths), name in zip(split.items(), MIT67_LISTS):
+    path = os.path.join(out, name)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.writelines(f"{p}\n" for p in paths)
+    os.replace(path + ".tmp", path)
+    written[part] = path
+  counts = {}
+  for path in split["train"] + split["test"]:
+    counts[_folder_class(path)] = counts.get(_folder_class(path), 0) + 1
+  return {"root": root, "seed": seed, "lists": written, "classes": len(counts),
+          "images": sum(counts.values()), "train": len(split["train"]), "test": len(split["test"]),
+          "min_per_class": min(counts.values()), "max_per_class": max(counts.values())}
 
 
 def _folder_class(rel: str) -> str:
@@ -397,12 +464,13 @@ _META_STREAM = 11
 
 
 def select_meta(train_labels: np.ndarray, val_labels: Optional[np.ndarray], num_classes: int, *,
-                strategy: str, per_class: int, seed: int) -> tuple[str, np.ndarray]:
+                strategy: str, per_class: int, seed: int,
+                development: str = "per_class") -> tuple[str, np.ndarray]:
   """(split the meta set indexes: 'train' | 'val' | '', sorted positions) for a given LT split.
 
   ``meta``: min(K, n_val_c) images per class from the val list, disjoint from training (ImageNet-LT
-  and Places-LT ship 20 val images per class); ``development``: min(K, n_c) copies per class from
-  the training list; ``none``: empty. Seeded by ``np.random.default_rng((seed, 11))``.
+  and Places-LT ship 20 val images per class); ``development``: copies from the training list,
+  ``longtail.development_sizes`` per class (``meta.development``: min(K, n_c) or min(K, n_min)); ``none``: empty. Seeded by ``np.random.default_rng((seed, 11))``.
   """
   if strategy == "none":
     return "", np.zeros((0,), np.int64)
@@ -416,13 +484,13 @@ def select_meta(train_labels: np.ndarray, val_labels: Optional[np.ndarray], num_
                      "dataset.val_list is empty; give one or use meta.strategy='development'")
   split, labels = ("val", val_labels) if strategy == "meta" else ("train", train_labels)
   rng = np.random.default_rng((seed, _META_STREAM))
-  chosen = []
-  for c in range(num_classes):
-    pool = np.flatnonzero(labels == c)
-    chosen.append(rng.permutation(pool)[:per_class])
+  pools = [np.flatnonzero(labels == c) for c in range(num_classes)]
+  sizes = ([per_class] * num_classes if strategy == "meta" else
+           longtail.development_sizes([len(p) for p in pools], per_class, development))
+  chosen = [rng.permutation(pool)[:k] for pool, k in zip(pools, sizes)]
   return split, np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 __all__ = ["SOURCES", "ImageRecords", "SplitLists", "FileSource", "TfdsSource", "load_split_lists",
            "load_split_files", "load_inat_json", "load_inat_tfds", "parse_split_file",
-           "parse_inat_json", "select_meta"]
+           "parse_inat_json", "select_meta", "fraction_split", "write_mit67_split"]

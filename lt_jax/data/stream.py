@@ -40,7 +40,8 @@ def load(config, needs_meta: bool) -> StreamData:
   if needs_meta:
     meta_split, meta_idx = split_lists.select_meta(
         splits.train.labels, None if splits.val is None else splits.val.labels, splits.num_classes,
-        strategy=config.meta.strategy, per_class=config.meta.per_class, seed=dataset.seed)
+        strategy=config.meta.strategy, per_class=config.meta.per_class, seed=dataset.seed,
+        development=config.meta.get("development", "per_class"))
     meta = getattr(splits, meta_split).subset(meta_idx, "meta") if meta_split else None
   test_idx = longtail.select_test(splits.test.labels, splits.num_classes, test=dataset.test,
                                   test_imbalance=dataset.test_imbalance, seed=dataset.seed)

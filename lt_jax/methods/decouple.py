@@ -44,22 +44,22 @@ def tau_normalise(kernel: jax.Array, tau: float) -> jax.Array:
   return kernel / jnp.linalg.norm(kernel, axis=0, keepdims=True) ** tau
 
 
-def features_batch(config, net: heads.FrozenNet):
-  """(key, head) -> (pooled frozen features, labels, {}) of a class-balanced or instance batch."""
+def balanced_sampling(config, net: heads.FrozenNet):
+  """(sample, features) of crt / lws: class-balanced (or instance) ids, their pooled frozen
+  features."""
   cfg = config.decouple
   labels = jnp.asarray(net.train_labels)
-  images = jax.device_put(net.train_images)
   index = samplers.class_index(net.train_labels, net.num_classes)
   probs = samplers.class_probabilities(net.class_counts, cfg.sampler)
 
-  def batch(key, head):
-    del head
-    id_key, image_key = jax.random.split(key)
-    ids = samplers.sample_ids(id_key, index, probs, cfg.batch_size)
-    x = heads.augmented_images(image_key, images, ids, net, cfg.image_augment)
+  def sample(key):
+    return samplers.sample_ids(key, index, probs, cfg.batch_size).astype(jnp.int32)
+
+  def features(key, head, x, ids):
+    del key, head
     return heads.frozen_maps(net, x).mean(axis=(1, 2)), labels[ids], {}
 
-  return batch
+  return {"sample": sample, "features": features, "augment": cfg.image_augment}
 
 
 def check_linear(config, net: heads.FrozenNet) -> None:
@@ -76,14 +76,14 @@ def crt_head(config, net: heads.FrozenNet) -> heads.Head:
     key = jax.random.fold_in(jax.random.key(config.seed), SEED_SALT + 1)
     classifier = heads.classifier_module(net).init(
         key, jnp.zeros((1, classifier["kernel"].shape[0])))["params"]
-  return heads.Head(init=classifier, batch=features_batch(config, net),
+  return heads.Head(init=classifier, **balanced_sampling(config, net),
                     logits=lambda c, x: heads.classifier_logits(net, c, x), fold=heads.with_classifier,
                     train_steps=config.decouple.steps, seed_salt=SEED_SALT)
 
 
 def post_hoc(classifier, description: str) -> heads.Head:
   """A head that adjusts the phase-I classifier and trains nothing."""
-  return heads.Head(init=classifier, batch=None, logits=None, fold=heads.with_classifier,
+  return heads.Head(init=classifier, sample=None, features=None, logits=None, fold=heads.with_classifier,
                     train_steps=0, seed_salt=SEED_SALT, description=description)
 
 
@@ -118,7 +118,7 @@ def lws_head(config, net: heads.FrozenNet) -> heads.Head:
     return heads.with_classifier(scaled, base_params)
 
   return heads.Head(init={"scales": jnp.ones((net.num_classes,), jnp.float32)},
-                    batch=features_batch(config, net), logits=logits, fold=fold,
+                    **balanced_sampling(config, net), logits=logits, fold=fold,
                     train_steps=config.decouple.steps, seed_salt=SEED_SALT)
 
 

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lt_jax import programs
 from lt_jax.data import samplers
 from lt_jax.methods import fsa_ops
 from lt_jax.methods import heads
@@ -63,7 +62,8 @@ def check_model(model_name: str, where: str) -> None:
 def plan(config, net: heads.FrozenNet) -> dict:
   """Head / tail split, confusing classes and batch sizes from the phase-I network (numpy).
 
-  The mean classification scores S come from the phase-I network on the un-augmented training set.
+  The mean classification scores S come from the phase-I network on the un-augmented training set
+  (``net.train_logits``: in memory, or one streamed evaluation pass over the training list).
   """
   cfg = config.fsa
   check_model(net.config.model.name, f"model.name in {net.workdir}")
@@ -73,11 +73,8 @@ def plan(config, net: heads.FrozenNet) -> dict:
                      "(-1 = the last)")
   counts = np.asarray(net.class_counts)
   head, tail = fsa_ops.head_tail_split(counts, cfg.head_ratio)
-  predict_fn = jax.jit(lambda p, b, x: jax.nn.softmax(programs.predict(
-      p, b, x, model=net.model, mean=net.mean, std=net.std,
-      batch_size=min(config.train.eval_batch_size, len(net.train_labels)))))
-  probs = np.asarray(predict_fn(net.params, net.batch_stats, net.train_images))
-  scores = fsa_ops.mean_scores(probs, net.train_labels, len(counts))
+  logits, labels = net.train_logits()
+  scores = fsa_ops.mean_scores(jax.nn.softmax(logits), labels, len(counts))
   confusing = fsa_ops.confusing_classes(scores, cfg.num_confusing, cfg.confusion)
   num_tail, batch = fsa_ops.batch_sizes(cfg.batch_size, cfg.num_augment)
   return {"head": head.tolist(), "tail": tail.tolist(), "confusing": confusing.tolist(),
@@ -98,14 +95,13 @@ def describe(the_plan: dict, class_names) -> str:
 
 
 def make_head(config, net: heads.FrozenNet) -> heads.Head:
-  """The classifier head and FSA's batch function (closed over device arrays), from the plan."""
+  """The classifier head with FSA's sampling (tail, confusing, head ids) and its feature synthesis."""
   cfg = config.fsa
   the_plan = plan(config, net)
   stage = None if cfg.stage == -1 else cfg.stage
   num_tail, num_aug = the_plan["num_tail"], cfg.num_augment
   num_side = num_tail * (1 + num_aug)
   labels = jnp.asarray(net.train_labels)
-  images = jax.device_put(net.train_images)
   index = samplers.class_index(net.train_labels, net.num_classes)
   in_head = np.isin(net.train_labels, the_plan["head"])
   head_pool, tail_pool = jnp.asarray(np.flatnonzero(in_head)), jnp.asarray(np.flatnonzero(~in_head))
@@ -116,8 +112,9 @@ def make_head(config, net: heads.FrozenNet) -> heads.Head:
       maps = heads.frozen_maps_from(net, maps, stage)
     return maps.mean(axis=(1, 2))
 
-  def batch(key, classifier):
-    tail_key, pick_key, confusing_key, head_key, image_key, synth_key = jax.random.split(key, 6)
+  def sample(key):
+    """ids of N_t tail samples, their N_t N_a confusing samples, N_t (1 + N_a) head samples."""
+    tail_key, pick_key, confusing_key, head_key = jax.random.split(key, 4)
     if cfg.mode == "fsa":
       tail_ids = samplers.ids_from_pool(tail_key, tail_pool, num_tail)
       classes = fsa_ops.pick_confusing(pick_key, confusing[labels[tail_ids]], num_aug)
@@ -126,8 +123,9 @@ def make_head(config, net: heads.FrozenNet) -> heads.Head:
       tail_ids = samplers.ids_from_pool(tail_key, tail_pool, num_side)
       confusing_ids = jnp.zeros((0,), jnp.int32)
     head_ids = samplers.ids_from_pool(head_key, head_pool, num_side)
-    ids = jnp.concatenate([tail_ids, confusing_ids, head_ids])
-    x = heads.augmented_images(image_key, images, ids, net, cfg.image_augment)
+    return jnp.concatenate([tail_ids, confusing_ids, head_ids]).astype(jnp.int32)
+
+  def features(synth_key, classifier, x, ids):
     maps, y = heads.frozen_maps(net, x, stage), labels[ids]
     if cfg.mode != "fsa":
       return pooled(maps), y, {}
@@ -146,8 +144,8 @@ def make_head(config, net: heads.FrozenNet) -> heads.Head:
              "generic_fraction": generic[num_tail:].mean()}
     return pooled(fused_maps), fused_labels, extra
 
-  return heads.Head(init=net.params["classifier"], batch=batch,
+  return heads.Head(init=net.params["classifier"], sample=sample, features=features,
                     logits=lambda classifier, x: heads.classifier_logits(net, classifier, x),
                     fold=heads.with_classifier, train_steps=cfg.steps, seed_salt=SEED_SALT,
-                    description=describe(the_plan, net.class_names),
+                    augment=cfg.image_augment, description=describe(the_plan, net.class_names),
                     files={PLAN_FILE: the_plan})

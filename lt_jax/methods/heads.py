@@ -2,7 +2,9 @@
 
 A two-phase method (FSA, the decoupled classifiers) is ``make_head(config, frozen) -> Head``;
 ``lt_jax.two_phase`` loads or trains phase I, hands it over as a ``FrozenNet`` and fits the head
-in the one training loop.
+in the one training loop. A head never touches images: it names the training samples of a step
+(``sample``) and turns their normalised images into features (``features``); the feed in between
+(the uint8 arrays on the device, or the streamed decoder) is ``two_phase``'s.
 """
 
 import dataclasses
@@ -18,7 +20,11 @@ from lt_jax.models import layers
 
 @dataclasses.dataclass(frozen=True)
 class FrozenNet:
-  """A finished phase-I run: network w (eval-mode BatchNorm), its normalisation and training data."""
+  """A finished phase-I run: network w (eval-mode BatchNorm), its normalisation, its training labels.
+
+  train_logits: () -> (logits (N, C), labels (N,)) of w on the un-augmented training set, from
+    whichever feed holds the images (rows in any order, each with its label).
+  """
   config: ml_collections.ConfigDict  # the phase-I run's config
   workdir: str
   model: Any
@@ -26,10 +32,10 @@ class FrozenNet:
   batch_stats: Any
   mean: np.ndarray
   std: np.ndarray
-  train_images: np.ndarray  # uint8 (N, H, W, C)
   train_labels: np.ndarray
   class_counts: np.ndarray
   class_names: tuple[str, ...]
+  train_logits: Callable[[], tuple[np.ndarray, np.ndarray]]
 
   @property
   def num_classes(self) -> int:
@@ -41,8 +47,12 @@ class Head:
   """What a phase-II method trains.
 
   init: the head pytree (classifier parameters, LWS scales, ...).
-  batch: (key, head) -> (pooled features (B, D), labels (B,), extra metrics); None when there is
-    nothing to train (post-hoc heads). No gradient flows through it (the backbone is frozen).
+  sample: key -> ids (B,) int32 of the training samples of a step (class-aware / tail sampling);
+    None when there is nothing to train (post-hoc heads).
+  features: (key, head, images, ids) -> (pooled features (B', D), labels (B',), extra metrics)
+    from the normalised images (B, H, W, C) of ``ids`` (FSA synthesises B' - B of them). No
+    gradient flows through it (the backbone is frozen).
+  augment: whether phase-II images get phase I's crop / flip (else the evaluation transform).
   logits: (head, pooled) -> logits.
   fold: (head, phase-I params) -> params of a plain network that predicts with the head.
   train_steps: iterations to train (0: evaluate the head as it is).
@@ -50,11 +60,13 @@ class Head:
   description: printed when phase II starts; files: {name: JSON value} written beside the run.
   """
   init: Any
-  batch: Callable | None
+  sample: Callable | None
+  features: Callable | None
   logits: Callable | None
   fold: Callable
   train_steps: int
   seed_salt: int
+  augment: bool = True
   description: str = ""
   files: dict = dataclasses.field(default_factory=dict)
 

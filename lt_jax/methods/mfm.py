@@ -30,6 +30,7 @@ from lt_jax.data import augment
 from lt_jax.models import modulator as modulator_lib
 
 ARTIFACT_DIR = "modulator"
+SPEC_KEYS = ("num_classes", "points", "hidden", "compressed_size", "variant")  # load must match all
 CHOICES = {"optimizer": ("adam", "sgd"), "generator": ("network", "per_sample")}
 
 
@@ -147,7 +148,8 @@ def train_step(state: ts.TrainState, batch, ctx: ts.Context, mode="meta"):
 # --- Transfer: the learned modulator as an artifact of the run -------------------------------------
 
 def modulator_spec(ctx) -> dict:
-  """What another run must match to reuse this modulator: input (C) and output (points) sizes."""
+  """What another run must match to reuse this modulator: input (C), output (points, in order),
+  architecture (hidden, compressed_size) and variant (``SPEC_KEYS``)."""
   cfg = ctx.config.mfm
   return {"num_classes": len(ctx.class_counts), "points": point_channels(ctx), "hidden": cfg.hidden,
           "compressed_size": cfg.compressed_size, "variant": cfg.variant}
@@ -162,7 +164,7 @@ def save_modulator(phi, ctx, workdir: str) -> str:
 
 
 def load_modulator(path: str, ctx):
-  """phi of a saved modulator, after checking that its input and output sizes fit this run."""
+  """phi of a saved modulator, after checking that its spec (``SPEC_KEYS``) equals this run's."""
   folder = path if files.exists(files.join(path, "spec.json")) else files.join(path, ARTIFACT_DIR)
   spec_path = files.join(folder, "spec.json")
   if not files.exists(spec_path):
@@ -170,10 +172,14 @@ def load_modulator(path: str, ctx):
                             "the workdir of an MFM run with generator=network")
   spec = files.read_json(spec_path, "a modulator spec")
   mine = modulator_spec(ctx)
-  for key in ("num_classes", "points", "hidden", "compressed_size"):
-    if spec[key] != mine[key]:
-      raise ValueError(f"mfm.load_modulator={path!r} does not fit: its {key} is {spec[key]}, this run "
-                       f"needs {mine[key]} (input = number of classes, output = modulated channels)")
+  for key in SPEC_KEYS:
+    theirs, wanted = spec.get(key), mine[key]
+    if key == "points":  # the raw output layout follows the points' order: compare as sequences
+      theirs, wanted = list((theirs or {}).items()), list(wanted.items())
+    if theirs != wanted:
+      raise ValueError(f"mfm.load_modulator={path!r} does not fit: its {key} is {theirs}, this run "
+                       f"needs {wanted} (input = number of classes; output = the modulated points' "
+                       "channels, in order; variant = how raw outputs become gamma and beta)")
   template = modulator_network(ctx).init(jax.random.key(0), jnp.zeros((1, mine["num_classes"])))["params"]
   with files.open(files.join(folder, "params.msgpack"), "rb") as f:
     return flax.serialization.from_bytes(template, f.read())

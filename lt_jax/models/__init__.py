@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lt_jax import files
 from lt_jax import parallel
 from lt_jax.models import bbn
 from lt_jax.models import layers
@@ -26,7 +27,31 @@ MODEL_NAMES = ("resnet{6n+2} (resnet8, resnet20, resnet32, resnet56, ...)", "res
                "bbn_resnet{6n+2} (BBN's bilateral-branch ResNet, e.g. bbn_resnet32)")
 # 224-pixel backbones (resnet_imagenet, vgg): ImageNet ResNets and VGG-11, torchvision layout.
 IMAGENET_MODEL_NAMES = tuple(f"resnet{d}_imagenet" for d in resnet_imagenet.RESNET_DEPTHS) + (
-    "vgg11", "vgg11_bn")
+    "vgg11", "vgg11_bn", "vgg11_gap")
+# Modules of a converted torchvision checkpoint that a model does not have (dropped at load), and
+# the torchvision constructor whose ImageNet weights a model starts from (model.pretrained).
+PRETRAINED_UNUSED = {"vgg11_gap": ("fc6", "fc7")}
+TORCHVISION_NAMES = {"vgg11_gap": "vgg11"}  # otherwise the name less "_imagenet" (resnet152, vgg11_bn)
+
+
+def validate_pretrained(model_config) -> None:
+  """``model.pretrained=True`` (a row that fine-tunes ImageNet weights) needs ``model.init_checkpoint``
+  naming an existing converted file; ValueError / FileNotFoundError saying how to make it."""
+  pretrained, path = model_config.get("pretrained", False), model_config.get("init_checkpoint", "")
+  if path and not files.exists(path):
+    raise FileNotFoundError(f"model.init_checkpoint={path!r} does not exist; expected converted "
+                            "torchvision weights (lt_jax.models.convert_torchvision)")
+  if pretrained and not path:
+    name = model_config.name
+    torchvision = TORCHVISION_NAMES.get(name, name.removesuffix("_imagenet"))
+    raise ValueError(
+        f"model.pretrained=True: this config fine-tunes ImageNet-pretrained {name} weights, but "
+        f"model.init_checkpoint is empty. Make them once with the torchvision converter: save "
+        f"torchvision.models.{torchvision}(weights='DEFAULT').state_dict() with torch.save (or "
+        f"np.savez), run `python -m lt_jax.models.convert_torchvision {torchvision}.pth "
+        f"{torchvision}.msgpack --arch={name}`, then pass "
+        f"--config.model.init_checkpoint={torchvision}.msgpack (or --config.model.pretrained="
+        "False to train from scratch, which is not the paper's row)")
 DEFAULT_WIDTHS = {"resnet_cifar": 16, "resnet18": 64, "resnet34": 64, "lenet": lenet.BASE_WIDTH}
 
 
@@ -64,8 +89,9 @@ def get_model(model_config, num_classes: int, dtype: Optional[Any] = None) -> nn
   imagenet = re.fullmatch(r"resnet(\d+)_imagenet", name)
   if imagenet and int(imagenet.group(1)) in resnet_imagenet.RESNET_DEPTHS:
     return resnet_imagenet.imagenet_resnet(int(imagenet.group(1)), width=width or 64, **kwargs)
-  if name in ("vgg11", "vgg11_bn"):
-    return vgg.vgg11(width=width or 64, batch_norm=name == "vgg11_bn", **kwargs)
+  if name in ("vgg11", "vgg11_bn", "vgg11_gap"):
+    return vgg.vgg11(width=width or 64, batch_norm=name == "vgg11_bn",
+                     head="gap" if name == "vgg11_gap" else "fc", **kwargs)
   match = re.fullmatch(r"bbn_resnet(\d+)", name)
   if match:
     return bbn.bbn_resnet(int(match.group(1)), width=width or DEFAULT_WIDTHS["resnet_cifar"],

@@ -1,9 +1,12 @@
 """The MFM modulator network M_phi: soft label -> per-sample (gamma_i, beta_i) at each modulated point.
 
-An MLP (one hidden ReLU layer) maps the unmodulated network's soft label to one vector, optionally
-through a fixed, parameter-free weight-hashing layer (theta(i) = x(kappa(i)) * zeta(i), kappa a fixed
-random index into the compressed vector, zeta a fixed random sign), split into gamma and beta and
-reshaped across the modulated points. The output variant turns raw values into (gamma, beta):
+An MLP (one hidden ReLU layer) maps the unmodulated network's soft label to one vector, split into
+gamma and beta and reshaped across the modulated points, laid out [gamma_1, beta_1, gamma_2, ...]
+in the order of the points. Optionally (MFM appendix A.2, Fig. 6) the MLP emits a compressed
+vector "dimidiated" into gamma-hat (m values) and beta-hat (m values), and a fixed, parameter-free
+weight-hashing layer of "two hash mappings" decompresses gamma-hat -> every gamma entry and
+beta-hat -> every beta entry: theta(i) = x(kappa(i)) * zeta(i), kappa a fixed random index into
+the vector's own half, zeta a fixed random sign (appendix A.1). The output variant turns raw values into (gamma, beta):
 
 * ``mfm`` (the paper's): gamma = C_k softmax(raw) over the C_k channels, beta free;
 * ``film``: gamma = 1 + raw, beta free (both free; the 1 makes a zero output the identity);
@@ -28,11 +31,21 @@ def output_size(points: Mapping[str, int]) -> int:
   return 2 * sum(points.values())
 
 
-def hashing_indices(full_size: int, compressed_size: int, seed: int = 0):
-  """The fixed kappa (index into the compressed vector) and zeta (sign) of weight hashing."""
+def is_beta(points: Mapping[str, int]) -> np.ndarray:
+  """(2 sum C_k,) bool: True where the raw output layout [gamma_1, beta_1, gamma_2, ...] holds beta."""
+  return np.concatenate([np.repeat([False, True], channels) for channels in points.values()])
+
+
+def hashing_indices(points: Mapping[str, int], compressed_size: int, seed: int = 0):
+  """The fixed kappa and zeta of the two hash maps, over the full raw output layout.
+
+  The compressed vector is [gamma-hat (m), beta-hat (m)], m = ``compressed_size``: a gamma entry's
+  kappa indexes gamma-hat (0..m-1), a beta entry's indexes beta-hat (m..2m-1); zeta is a sign.
+  """
+  beta = is_beta(points)
   rng = np.random.default_rng(seed)
-  kappa = rng.integers(0, compressed_size, size=full_size)
-  zeta = rng.choice(np.array([-1.0, 1.0], np.float32), size=full_size)
+  kappa = rng.integers(0, compressed_size, size=len(beta)) + compressed_size * beta
+  zeta = rng.choice(np.array([-1.0, 1.0], np.float32), size=len(beta))
   return kappa, zeta
 
 
@@ -65,7 +78,8 @@ def split_modulation(raw, points: Mapping[str, int], variant: str, *, zero_beta:
 class Modulator(nn.Module):
   """M_phi: soft label (N, C) -> raw modulation vector (N, 2 sum_k C_k).
 
-  ``compressed_size`` > 0 makes the MLP emit that many values, expanded by fixed weight hashing.
+  ``compressed_size`` m > 0 makes the MLP emit 2m values, gamma-hat then beta-hat, each expanded
+  by its own fixed hash map (``hashing_indices``).
   The output layer starts at zero, so the first modulation is the variant's neutral point
   (gamma = 1 for ``mfm`` and ``film``).
   """
@@ -76,11 +90,11 @@ class Modulator(nn.Module):
 
   @nn.compact
   def __call__(self, soft_labels):
-    full = output_size(dict(self.point_channels))
-    out = self.compressed_size or full
+    points = dict(self.point_channels)
+    out = 2 * self.compressed_size if self.compressed_size else output_size(points)
     h = nn.relu(nn.Dense(self.hidden, name="hidden")(soft_labels))
     raw = nn.Dense(out, kernel_init=nn.initializers.zeros, name="out")(h)
     if self.compressed_size:
-      kappa, zeta = hashing_indices(full, self.compressed_size, self.hashing_seed)
+      kappa, zeta = hashing_indices(points, self.compressed_size, self.hashing_seed)
       raw = raw[:, kappa] * zeta
     return raw
