@@ -164,8 +164,8 @@ def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerS
 
   ``loss.name``: ``ce``; ``focal`` (gamma = ``loss.focal_gamma``, w inside the loss, s_i = 1);
   ``sigmoid_focal`` (Cui et al.'s, ``sigmoid_focal_loss``; gamma = ``loss.focal_gamma``; w
-  multiplies l_i, s_i = 1, as their code); ``ldam`` (CE on s (z - m_y onehot(y)), margins from ``class_counts`` and ``loss.ldam_max_m``,
-  s = ``loss.ldam_s``); ``logit_adjust`` (CE on z + tau log pi, pi the class prior of
+  multiplies l_i, s_i = 1, as their code); ``ldam`` (CE on s (z - m_y onehot(y)), margins from
+  ``class_counts`` and ``loss.ldam_max_m``, s = ``loss.ldam_s``); ``logit_adjust`` (CE on z + tau log pi, pi the class prior of
   ``class_counts``, tau = ``loss.la_tau``); ``balanced_softmax`` (CE on z + log n). For all but
   focal s_i = w_{y_i}, or, with ``loss.cb_reduction='batch'`` (Cui et al.), l_i <- w_{y_i} l_i and
   s_i = 1, so the reduction divides by B. ``class_weights`` None means w = 1.
@@ -179,7 +179,7 @@ def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerS
     raise ValueError(f"loss.cb_reduction={reduction!r} is unknown; expected one of "
                      f"{list(CB_REDUCTIONS)}")
 
-  def weighted(values, labels, class_weights):
+  def weighted(values, labels, class_weights, reduction=reduction):
     """(l_i, s_i) with w_{y_i} as the sample weight, or inside l_i for the 'batch' reduction."""
     if class_weights is None:
       return values, jnp.ones_like(values)
@@ -203,10 +203,7 @@ def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerS
         return values, jnp.ones_like(values)
     else:
       def per_sample_loss(logits, labels, class_weights=None):
-        values = sigmoid_focal_loss(logits, labels, gamma)
-        if class_weights is not None:
-          values = jnp.asarray(class_weights, values.dtype)[labels] * values
-        return values, jnp.ones_like(values)
+        return weighted(sigmoid_focal_loss(logits, labels, gamma), labels, class_weights, "batch")
 
   elif name in ("logit_adjust", "balanced_softmax"):
     if name == "logit_adjust":

@@ -102,8 +102,9 @@ def eps_gradient(state, batch, ctx, sample_weights, reduction: str, meta_losses=
     return jnp.sum(weighted) * ts.device_count(ctx) if reduction == "sum" else jnp.mean(weighted)
 
   eps = jnp.zeros(batch["labels"].shape, jnp.result_type(sample_weights, ts.param_dtype(state.params)))
-  return bilevel.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx, meta_losses), state.params, eps,
-                            ctx.lr_fn(state.step), axis_name=ctx.axis_name, per_device_hparams=True)
+  return bilevel.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx, meta_losses), state.params,
+                               eps, ctx.lr_fn(state.step), axis_name=ctx.axis_name,
+                               per_device_hparams=True)
 
 
 # --- L2RW ------------------------------------------------------------------------------------------
