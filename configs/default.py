@@ -55,13 +55,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
   c.model.init_checkpoint = ""  # converted torchvision weights (lt_jax.models.convert_torchvision)
   c.model.pretrained = False  # True: the row fine-tunes ImageNet weights; init_checkpoint is then required
+  c.model.sigmoid_bias_init = False  # classifier bias b = -log(C - 1): sigmoids start at 1/C (Cui et al.)
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.name = "ce"  # ce | focal | ldam | logit_adjust (CE on z + la_tau log pi) | balanced_softmax (CE on z + log n)
+  # ce | focal (LDAM code's, softmax) | sigmoid_focal (Cui et al.'s) | ldam | logit_adjust (CE on
+  # z + la_tau log pi) | balanced_softmax (CE on z + log n)
+  c.loss.name = "ce"
   c.loss.reweight = "none"  # none | cb (class-balanced, effective number)
   c.loss.cb_beta = 0.9999  # beta of the effective number (1 - beta^n) / (1 - beta)
+  # class-weighted mean: weight_sum (sum_i w l_i / sum_i w, PyTorch / LDAM) | batch (/ B, Cui et al.)
+  c.loss.cb_reduction = "weight_sum"
   c.loss.drw_epoch = -1  # deferred re-weighting: class weights only from this epoch on; -1 = always
-  c.loss.focal_gamma = 1.0  # gamma of the focal loss
+  c.loss.focal_gamma = 1.0  # gamma of the focal losses
   c.loss.ldam_max_m = 0.5  # largest LDAM margin (rarest class)
   c.loss.ldam_s = 30.0  # LDAM logit scale s
   c.loss.la_tau = 1.0  # logit_adjust: tau in CE(z + tau log pi, y), pi the training class prior
@@ -118,8 +123,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.cbmeta = ml_collections.ConfigDict()
   c.cbmeta.start_epoch = 160  # plain base loss before, w_y + eps from this epoch on
   c.cbmeta.tau = 0.01  # step size of eps: eps = -tau d L_meta / d eps at eps = 0
-  c.cbmeta.lookahead_reduction = "sum"  # sum (official code) | mean (paper)
-  c.cbmeta.clip_weights = False  # clip w_y + eps_i at 0 (paper-style) or not (official code)
+  c.cbmeta.lookahead_reduction = "sum"  # sum (official code, slides' update eq.) | mean (slides' Alg. 1)
+  c.cbmeta.clip_weights = False  # clip w_y + eps_i at 0 (L2RW's choice; the method and its code do not)
+  # meta loss: base (the base loss L, LDAM margins included: slides' Alg. 1 l.12) | scaled_ce
+  # (CE on s z, no margins) | ce (CE on the raw outputs, the official CE-only code)
+  c.cbmeta.meta_loss = "base"
 
   c.mfm = ml_collections.ConfigDict()
   c.mfm.points = ("block3",)  # modulated points of the model (ResNet: blockK, blockK_conv; LeNet: convK, fc1)
@@ -141,13 +149,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.fsa.mode = "fsa"  # fsa (synthesised tail features) | balanced (control: half tail, half head, no synthesis)
   c.fsa.tau_s = 0.8  # class-specific part: CAM > tau_s
   c.fsa.tau_g = 0.2  # class-generic part: CAM < tau_g (tau_g < tau_s)
-  c.fsa.cam_relu = True  # ReLU before min-max normalising the CAM (Grad-CAM)
+  # paper: CAM = phase-I classifier on the features, Eq. (1), no ReLU | online: the fine-tuned
+  # classifier on the batch's maps, ReLU'd (Grad-CAM; the public reimplementation)
+  c.fsa.cam = "paper"
   c.fsa.head_ratio = 0.9  # h_r: head = smallest set of largest classes holding >= h_r of the samples
   c.fsa.num_confusing = 3  # N_f confusing classes per tail class
   c.fsa.confusion = "paper"  # paper (top S[t, j]: t's samples score j) | transposed (top S[j, t])
   c.fsa.num_augment = 3  # N_a confusing samples (so synthesised maps) per tail sample
   c.fsa.stage = -1  # augment after this stage; -1 = the last (before pooling); 1, 2, ... earlier (Fig. 9)
-  c.fsa.image_augment = True  # crop / flip (phase I's augment fields) on phase-II images
+  c.fsa.image_augment = False  # crop / flip phase-II images (False: Alg. 1's fixed training features)
   c.fsa.batch_size = 128  # 2 N_t (1 + N_a): N_t = batch_size // (2 (1 + N_a)) tail samples
   c.fsa.steps = 6400  # fine-tuning iterations of the classifier (backbone frozen)
   c.fsa.eval_every = 800  # test evaluation and checkpoint every this many iterations (divides steps)

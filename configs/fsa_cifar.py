@@ -3,7 +3,8 @@
 Phase I (when ``fsa.phase1_workdir`` is empty it runs first in WORKDIR/phase1): the paper's plain
 training, SGD lr 0.1 momentum 0.9, wd 2e-4, batch 128, 300 epochs, lr x0.1 every 150 epochs, zero
 pad 4 + crop + flip. Phase II: classifier only, fixed lr 1e-3, 6,400 iterations, batch 128,
-N_a = N_f = 3, h_r = 0.9, tau_s = 0.8, tau_g = 0.2, augmentation after the last stage.
+N_a = N_f = 3, h_r = 0.9, tau_s = 0.8, tau_g = 0.2, augmentation after the last stage, CAMs of
+Eq. (1) from the phase-I classifier on the fixed training features (``fsa.cam='paper'``).
 To start from an existing baseline: --config.fsa.phase1_workdir=runs/ce_cifar (e.g. configs/ce_cifar.py).
 """
 

@@ -1,4 +1,5 @@
-"""FSA (Chu et al.) on CIFAR-10-LT IF 100 with the CIFAR ResNet-18 (paper Table 2).
+"""FSA (Chu et al.) on CIFAR-10-LT IF 100 with the CIFAR ResNet-18 (paper Table 1;
+CIFAR-100-LT: Table 2).
 
 Same recipe as ``fsa_cifar.py`` (300-epoch CE phase I; classifier fine-tuning at lr 1e-3 for 6,400
 iterations, N_a = N_f = 3, h_r = 0.9). Other imbalance factors: --config.dataset.imbalance=200;

@@ -56,12 +56,12 @@ def load(directory: pathlib.Path = DIRECTORY) -> list[Stated]:
           value = _literal(record["value"])
         except (ValueError, SyntaxError):
           raise ValueError(f"{where}: value {record['value']!r} is not a Python literal") from None
-        key = (record["config"], record["field"])
+        key = (paper, record["config"], record["field"])  # a config may claim rows of two papers
         if (paper not in paper_results.PAPERS or record["source"] not in SOURCES
             or not record["location"] or key in seen
             or (record["source"] == "paper" and not record["quote"])):
           raise ValueError(f"{where}: expected a paper of {sorted(paper_results.PAPERS)}, a new "
-                           f"config/field, source one of {SOURCES}, a location (and a quote for "
+                           f"config/field for this paper, source one of {SOURCES}, a location (and a quote for "
                            f"source=paper), got {record}")
         seen.add(key)
         stated.append(Stated(paper, record["config"], record["field"], value, record["source"],

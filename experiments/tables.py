@@ -81,8 +81,8 @@ def _imb(value: float) -> tuple[tuple[str, Any], ...]:
 
 _T1_METHODS = (  # (paper row label, slug, config)
     ("BaseModel (CE)", "ce", "configs/ce_cifar.py"),
-    ("Focal", "focal", "configs/focal_cifar.py"),
-    ("CB", "cb", "configs/cb_cifar.py"),
+    ("Focal", "focal", "configs/cui_focal_cifar.py"),  # Cui et al.'s numbers (= Jamal's focal row)
+    ("CB", "cb", "configs/cui_cb_focal_cifar.py"),  # 25.43 at C10 IF100 = Jamal's CB-focal (Cui's)
     ("LDAM-DRW", "ldam_drw", "configs/ldam_drw_cifar.py"),
     ("BBN", "bbn", "configs/bbn_cifar.py"),
     ("L2RW", "l2rw", "configs/l2rw_cifar.py"),
@@ -222,11 +222,11 @@ def mfm_table6() -> Table:
 
 _JAMAL_METHODS = (  # (paper label, slug, config, overrides)
     ("CE", "ce", "configs/ce_cifar.py", ()),
-    ("CB-CE", "cb_ce", "configs/cb_cifar.py", ()),
+    ("CB-CE", "cb_ce", "configs/cui_cb_ce_cifar.py", ()),
     ("MW-Net", "mwnet", "configs/mwnet_cifar.py", ()),
     ("ours+CE", "cbmeta_ce", "configs/cbmeta_cifar.py", ()),
-    ("focal", "focal", "configs/focal_cifar.py", ()),
-    ("CB-focal", "cb_focal", "configs/focal_cifar.py", _ov(loss__reweight="cb")),
+    ("focal", "focal", "configs/cui_focal_cifar.py", ()),
+    ("CB-focal", "cb_focal", "configs/cui_cb_focal_cifar.py", ()),
     ("ours+focal", "cbmeta_focal", "configs/cbmeta_focal_cifar.py", ()),
     ("LDAM-DRW", "ldam_drw", "configs/ldam_drw_cifar.py", ()),
     ("ours+LDAM", "cbmeta_ldam", "configs/cbmeta_ldam_cifar.py", ()),
@@ -247,8 +247,10 @@ def jamal_cifar10() -> Table:
   return Table("jamal_cifar10", "Jamal et al. (class-balanced meta re-weighting): CIFAR-LT, top-1 "
                "error (%)", "Jamal et al. slides, CIFAR-LT-10 / -100 classification error", tuple(rows), notes=(
                    "Baselines (CE, CB-CE, focal, CB-focal, LDAM-DRW) use the LDAM-DRW repo recipe of "
-                   "configs/ce_cifar.py (that of Cui et al., whose numbers the paper quotes); the "
-                   "'ours+' rows use the official Jamal recipe (configs/cbmeta_*.py).",
+                   "configs/ce_cifar.py (that of Cui et al., whose numbers the paper quotes); CB-CE, "
+                   "focal and CB-focal use Cui et al.'s losses (configs/cui_*.py: the batch's sum / "
+                   "B, sigmoid focal with gamma 1.0). The 'ours+' rows use the official Jamal recipe "
+                   "(configs/cbmeta_*.py).",
                    "CIFAR-100 rows are optional (TFDS `cifar100`).",))
 
 
@@ -302,8 +304,9 @@ def fsa_cifar10() -> Table:
 def baselines() -> Table:
   methods = (  # (label, slug, config, MFM Table 1 label, Jamal label)
       ("CE", "ce", "configs/ce_cifar.py", "BaseModel (CE)", "CE"),
-      ("focal", "focal", "configs/focal_cifar.py", "Focal", "focal"),
-      ("CB", "cb", "configs/cb_cifar.py", "CB", None),
+      ("focal", "focal", "configs/cui_focal_cifar.py", "Focal", "focal"),
+      ("CB-focal", "cb_focal", "configs/cui_cb_focal_cifar.py", "CB", "CB-focal"),
+      ("CB-CE", "cb_ce", "configs/cui_cb_ce_cifar.py", None, "CB-CE"),
       ("LDAM-DRW", "ldam_drw", "configs/ldam_drw_cifar.py", "LDAM-DRW", "LDAM-DRW"),
       ("L2RW", "l2rw", "configs/l2rw_cifar.py", "L2RW", None),
       ("MW-Net", "mwnet", "configs/mwnet_cifar.py", "MW-Net", "MW-Net"),
@@ -311,13 +314,15 @@ def baselines() -> Table:
   rows = []
   for label, slug, config, t1, jamal in methods:
     for imbalance in (100, 50, 10):
-      keys = (f"mfm/table1/{t1}/C10 IF{imbalance}",)
+      keys = (f"mfm/table1/{t1}/C10 IF{imbalance}",) if t1 else ()
       keys += (f"jamal/CIFAR-10-LT/{jamal}/IF{imbalance}",) if jamal else ()
       rows.append(Row(f"{slug}-c10-if{imbalance}", label, f"C10 IF{imbalance}", config,
                       _imb(imbalance), CIFAR10, keys))
   return Table("baselines", "Baselines the papers compare with: CIFAR-10-LT, ResNet-32",
                "MFM Table 1 and Jamal et al. slides", tuple(rows), notes=(
-                   "Where both papers give a number, both are shown ([MFM] / [Jamal]).",))
+                   "Where both papers give a number, both are shown ([MFM] / [Jamal]).",
+                   "Focal, CB-focal and CB-CE quote Cui et al. 2019 (MFM Table 1's CB = Jamal's "
+                   "CB-focal at C10 IF100), so they run Cui's losses (configs/cui_*.py).",))
 
 
 def competitors() -> Table:

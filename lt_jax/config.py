@@ -12,17 +12,21 @@ import ml_collections
 
 from lt_jax import data
 from lt_jax import files
+from lt_jax import losses
 from lt_jax import methods
 from lt_jax import models
 from lt_jax.data import samplers
 from lt_jax.data import split_lists
+from lt_jax.methods import reweight
 
 CHOICES = {
     "augment.pad_mode": ("constant", "reflect"),
     "model.classifier": ("linear", "cosine"),
-    "loss.name": ("ce", "focal", "ldam", "logit_adjust", "balanced_softmax"),
-    "loss.reweight": ("none", "cb"),
+    "loss.name": losses.LOSS_NAMES,
+    "loss.reweight": losses.REWEIGHTS,
+    "loss.cb_reduction": losses.CB_REDUCTIONS,
     "cbmeta.lookahead_reduction": ("sum", "mean"),
+    "cbmeta.meta_loss": reweight.META_LOSSES,
     "dataset.sampler": samplers.SAMPLERS,
     "model.dtype": ("float32", "bfloat16"),
 }
@@ -64,6 +68,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if len(config.augment.mean) != len(config.augment.std):
     raise ValueError("augment.mean and augment.std must have the same length (or both be empty)")
   models.validate_pretrained(config.model)
+  if config.model.get("sigmoid_bias_init") and config.model.classifier != "linear":
+    raise ValueError(f"model.sigmoid_bias_init=True needs model.classifier='linear' (a bias to set); "
+                     f"got {config.model.classifier!r}")
   data.check_config(config)
   if method.needs_meta_data(config) and config.meta.strategy == "none":
     raise ValueError(f"config.method={config.method!r} needs balanced meta data: set meta.strategy "

@@ -16,6 +16,12 @@ sum_i w_{y_i} (C.1), so there l_i is unweighted and s_i = w_{y_i}. Focal puts w 
 Keeping that choice inside the loss means a step never branches on ``loss.name``, and a meta
 method that weights samples itself gets the plain l_i (and s_i = 1) by passing w = 1.
 
+Cui et al. (2019), whose class-balanced numbers the Jamal et al. slides quote, reduce differently:
+their code divides sum_i w_{y_i} l_i by the batch size B (TF's weighted losses, and the sigmoid /
+focal losses' "normalize by the total number of positive samples"). ``loss.cb_reduction='batch'``
+gives that (l_i = w_{y_i} l_i, s_i = 1); 'weight_sum' (default) is the PyTorch / LDAM form above.
+Their class-balanced focal loss is sigmoid-based: ``loss.name='sigmoid_focal'``.
+
 Logits in half precision are upcast to float32; float64 stays float64 (gradient checks).
 """
 
@@ -26,8 +32,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-LOSS_NAMES = ("ce", "focal", "ldam", "logit_adjust", "balanced_softmax")
+LOSS_NAMES = ("ce", "focal", "ldam", "logit_adjust", "balanced_softmax", "sigmoid_focal")
 REWEIGHTS = ("none", "cb")
+CB_REDUCTIONS = ("weight_sum", "batch")  # sum_i w l_i / sum_i w (PyTorch, LDAM) | / B (Cui et al.)
 
 PerSampleLoss = Callable[..., tuple[jax.Array, jax.Array]]
 
@@ -103,6 +110,23 @@ def focal_loss(logits: jax.Array, labels: jax.Array, gamma: float, class_weights
   return (1.0 - jnp.exp(-values)) ** gamma * values
 
 
+def sigmoid_focal_loss(logits: jax.Array, labels: jax.Array, gamma: float) -> jax.Array:
+  """Per-sample sigmoid focal loss of Cui et al. (2019): sum_j (1 - p_t,j)^gamma BCE(z_j, y_j).
+
+  One-vs-all over the C classes, y_j = 1[j = y], p_j = sigmoid(z_j), p_t,j = p_j if y_j else
+  1 - p_j, BCE = -log p_t,j. With s_j = 2 y_j - 1: -log p_t,j = softplus(-s_j z_j) and
+  (1 - p_t,j)^gamma = exp(-gamma softplus(s_j z_j)) (Cui et al.'s exp(-gamma (y z + log(1 +
+  e^{-z}))), without its cancellation); gamma = 0 is the sigmoid cross-entropy. Class weights
+  multiply the result (``make_base_loss``); Cui et al. divide the batch's sum by B.
+  """
+  logits = _upcast(logits)
+  signed = (2.0 * jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype) - 1.0) * logits
+  bce = jax.nn.softplus(-signed)  # -log p_t
+  if gamma == 0:
+    return bce.sum(axis=-1)
+  return (jnp.exp(-gamma * jax.nn.softplus(signed)) * bce).sum(axis=-1)
+
+
 def log_prior(counts) -> np.ndarray:
   """log pi_j = log(n_j / sum_k n_k), the training class prior (float64, (C,))."""
   counts = _positive_counts(counts)
@@ -139,34 +163,47 @@ def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerS
   """``per_sample_loss(logits, labels, class_weights=None) -> (values (N,), sample_weights (N,))``.
 
   ``loss.name``: ``ce``; ``focal`` (gamma = ``loss.focal_gamma``, w inside the loss, s_i = 1);
-  ``ldam`` (CE on s (z - m_y onehot(y)), margins from ``class_counts`` and ``loss.ldam_max_m``,
-  s = ``loss.ldam_s``); ``logit_adjust`` (CE on z + tau log pi, pi the class prior of
+  ``sigmoid_focal`` (Cui et al.'s, ``sigmoid_focal_loss``; gamma = ``loss.focal_gamma``; w
+  multiplies l_i, s_i = 1, as their code); ``ldam`` (CE on s (z - m_y onehot(y)), margins from
+  ``class_counts`` and ``loss.ldam_max_m``, s = ``loss.ldam_s``); ``logit_adjust`` (CE on z + tau log pi, pi the class prior of
   ``class_counts``, tau = ``loss.la_tau``); ``balanced_softmax`` (CE on z + log n). For all but
-  focal s_i = w_{y_i}. ``class_weights`` None means w = 1.
+  focal s_i = w_{y_i}, or, with ``loss.cb_reduction='batch'`` (Cui et al.), l_i <- w_{y_i} l_i and
+  s_i = 1, so the reduction divides by B. ``class_weights`` None means w = 1.
   Reduce with ``weighted_mean(values, sample_weights)``.
   """
   name = loss_config.name
   if name not in LOSS_NAMES:
     raise ValueError(f"loss.name={name!r} is unknown; expected one of {list(LOSS_NAMES)}")
+  reduction = loss_config.get("cb_reduction", "weight_sum")
+  if reduction not in CB_REDUCTIONS:
+    raise ValueError(f"loss.cb_reduction={reduction!r} is unknown; expected one of "
+                     f"{list(CB_REDUCTIONS)}")
 
-  def sample_weights(values, labels, class_weights):
+  def weighted(values, labels, class_weights, reduction=reduction):
+    """(l_i, s_i) with w_{y_i} as the sample weight, or inside l_i for the 'batch' reduction."""
     if class_weights is None:
-      return jnp.ones_like(values)
-    return jnp.asarray(class_weights, values.dtype)[labels]
+      return values, jnp.ones_like(values)
+    w = jnp.asarray(class_weights, values.dtype)[labels]
+    if reduction == "batch":
+      return w * values, jnp.ones_like(values)
+    return values, w
 
   if name == "ce":
     def per_sample_loss(logits, labels, class_weights=None):
-      values = cross_entropy(logits, labels)
-      return values, sample_weights(values, labels, class_weights)
+      return weighted(cross_entropy(logits, labels), labels, class_weights)
 
-  elif name == "focal":
+  elif name in ("focal", "sigmoid_focal"):
     gamma = loss_config.focal_gamma
     if not gamma >= 0:
       raise ValueError(f"loss.focal_gamma={gamma!r} must be >= 0")
 
-    def per_sample_loss(logits, labels, class_weights=None):
-      values = focal_loss(logits, labels, gamma, class_weights)
-      return values, jnp.ones_like(values)
+    if name == "focal":
+      def per_sample_loss(logits, labels, class_weights=None):
+        values = focal_loss(logits, labels, gamma, class_weights)
+        return values, jnp.ones_like(values)
+    else:
+      def per_sample_loss(logits, labels, class_weights=None):
+        return weighted(sigmoid_focal_loss(logits, labels, gamma), labels, class_weights, "batch")
 
   elif name in ("logit_adjust", "balanced_softmax"):
     if name == "logit_adjust":
@@ -178,8 +215,7 @@ def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerS
       offsets = balanced_softmax_offsets(class_counts)
 
     def per_sample_loss(logits, labels, class_weights=None):
-      values = cross_entropy(logit_adjusted(logits, offsets), labels)
-      return values, sample_weights(values, labels, class_weights)
+      return weighted(cross_entropy(logit_adjusted(logits, offsets), labels), labels, class_weights)
 
   else:
     if not loss_config.ldam_s > 0 or not loss_config.ldam_max_m >= 0:
@@ -189,8 +225,8 @@ def make_base_loss(loss_config: ml_collections.ConfigDict, class_counts) -> PerS
     s = loss_config.ldam_s
 
     def per_sample_loss(logits, labels, class_weights=None):
-      values = cross_entropy(ldam_logits(logits, labels, margins, s), labels)
-      return values, sample_weights(values, labels, class_weights)
+      return weighted(cross_entropy(ldam_logits(logits, labels, margins, s), labels), labels,
+                      class_weights)
 
   return per_sample_loss
 

@@ -88,6 +88,8 @@ def init_state(config, ctx: ts.Context, method, input_shape, seed: int | None = 
     skip = ("classifier", *models.PRETRAINED_UNUSED.get(config.model.name, ()))
     variables = convert_torchvision.load_pretrained(variables, config.model.init_checkpoint, skip)
   params = variables["params"]
+  if config.model.get("sigmoid_bias_init"):
+    params = sigmoid_bias_init(params, len(ctx.class_counts))
   return ts.TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
@@ -96,6 +98,17 @@ def init_state(config, ctx: ts.Context, method, input_shape, seed: int | None = 
       hparams=method.init_hparams(hparams_rng, variables, ctx),
       rng=train_rng,
   )
+
+
+def sigmoid_bias_init(params: dict, num_classes: int) -> dict:
+  """``params`` with the classifier bias b = -log(C - 1), so every sigmoid starts at p = 1/C (Cui
+  et al. 2019's sigmoid / focal code, ``bias_initializer=-log(out_dim - 1)``)."""
+  classifier = params["classifier"]
+  if "bias" not in classifier:
+    raise ValueError("model.sigmoid_bias_init=True needs a classifier with a bias "
+                     "(model.classifier='linear')")
+  bias = jnp.full_like(classifier["bias"], -np.log(max(num_classes - 1, 1)))
+  return {**params, "classifier": {**classifier, "bias": bias}}
 
 
 def init_replicas(config, ctx: ts.Context, method, input_shape) -> ts.TrainState:

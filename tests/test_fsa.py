@@ -64,7 +64,7 @@ def test_cam_from_weights_equals_grad_cam(tiny_net):
   labels = jnp.array([0, 1, 2, 3, 1, 2])
   want = np.asarray(grad_cam(model, variables, features, labels))
   got = np.asarray(fsa_ops.class_activation_maps(features, variables["params"]["classifier"]["kernel"],
-                                                 labels))
+                                                 labels, relu=True))
   assert features.shape[1:3] == (4, 4)
   varies = np.all(np.isfinite(want), axis=(1, 2))  # Grad-CAM is NaN (0 / 0) on a constant map
   assert varies.sum() >= 4, "most random maps must vary for this check"
@@ -73,8 +73,19 @@ def test_cam_from_weights_equals_grad_cam(tiny_net):
   np.testing.assert_allclose(got[varies].min(axis=(1, 2)), 0.0, atol=1e-6)
   np.testing.assert_allclose(got[varies].max(axis=(1, 2)), 1.0, atol=1e-6)
   # A different class gives a different map (the CAM really depends on y).
-  other = fsa_ops.class_activation_maps(features, variables["params"]["classifier"]["kernel"], (labels + 1) % 4)
+  other = fsa_ops.class_activation_maps(features, variables["params"]["classifier"]["kernel"],
+                                        (labels + 1) % 4, relu=True)
   assert not np.allclose(got, other)
+
+
+def test_paper_cam_is_eq1_min_max_without_relu():
+  """Eq. (1) then min-max: negative evidence stays ordered (the ReLU would flatten it to 0)."""
+  features = jnp.array([[[[1.0, 0.0]], [[-2.0, 0.0]], [[-1.0, 1.0]]]])  # (1, 3, 1, 2)
+  kernel = jnp.array([[1.0], [0.5]])  # M = f_0 + 0.5 f_1 = [1, -2, -0.5]
+  cam = np.asarray(fsa_ops.class_activation_maps(features, kernel, jnp.array([0])))[0, :, 0]
+  np.testing.assert_allclose(cam, [1.0, 0.0, 0.5])  # (M + 2) / 3
+  relu = np.asarray(fsa_ops.class_activation_maps(features, kernel, jnp.array([0]), relu=True))
+  np.testing.assert_allclose(relu[0, :, 0], [1.0, 0.0, 0.0])
 
 
 def test_constant_cam_normalises_to_zero_not_nan():
@@ -95,6 +106,7 @@ def test_masks_use_strict_thresholds():
 
 @pytest.mark.parametrize("field,value", [("fsa.tau_g", 0.8), ("fsa.tau_s", 1.5), ("fsa.head_ratio", 1.0),
                                          ("fsa.confusion", "columns"), ("fsa.mode", "mixup"),
+                                         ("fsa.cam", "gradcam"),
                                          ("fsa.eval_every", 7), ("fsa.batch_size", 4), ("fsa.stage", 0)])
 def test_bad_fsa_fields_are_named(field, value):
   config = tiny_config(fsa_cifar, **{field: value})
@@ -204,12 +216,14 @@ def phase1(tmp_path_factory):
   return two_phase.frozen_net(run, "phase1"), run.data.train.images
 
 
-@pytest.mark.parametrize("mode,stage", [("fsa", 2), ("balanced", -1)])
-def test_batch_composition_and_determinism(phase1, mode, stage):
-  """FSA batches (here augmenting after stage 2; the CLI test covers the last stage) and the control."""
+@pytest.mark.parametrize("mode,stage,cam", [("fsa", 2, "paper"), ("fsa", -1, "online"),
+                                            ("balanced", -1, "paper")])
+def test_batch_composition_and_determinism(phase1, mode, stage, cam):
+  """FSA batches (augmenting after stage 2 or the last), the control; which classifier the CAMs use."""
   phase1, phase1_images = phase1
   config = tiny_config(fsa_cifar, **{"fsa.mode": mode, "fsa.batch_size": 33, "fsa.num_augment": 3,
-                                     "fsa.stage": stage})
+                                     "fsa.stage": stage, "fsa.cam": cam,
+                                     "fsa.image_augment": cam == "online"})
   head_fn = fsa_method.make_head(config, phase1)
   the_plan = head_fn.files[fsa_method.PLAN_FILE]
   counts = phase1.class_counts
@@ -238,6 +252,10 @@ def test_batch_composition_and_determinism(phase1, mode, stage):
   np.testing.assert_array_equal(np.asarray(again_labels), labels)
   other, _, _ = batch(heads.phase2_key(0, 2), head_fn.init)
   assert not np.allclose(np.asarray(other), pooled)
+  if mode == "fsa":  # 'paper' CAMs use phase I's classifier, 'online' the one being fine-tuned
+    tuned = jax.tree.map(lambda w: w + jax.random.normal(jax.random.key(9), w.shape), head_fn.init)
+    moved, _, _ = batch(heads.phase2_key(0, 1), tuned)
+    assert np.allclose(np.asarray(moved), pooled) == (cam == "paper")
 
 
 def test_cli_smoke_run(tmp_path):

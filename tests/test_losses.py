@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lt_jax import losses
+from lt_jax import train
 
 # CIFAR-10-LT counts of the LDAM protocol (protocols.md A.2).
 COUNTS_IF100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
@@ -147,6 +148,59 @@ def test_make_base_loss_ldam(batch):
   adjusted[np.arange(6), labels] -= margins[labels]
   np.testing.assert_allclose(values, numpy_ce(30.0 * adjusted, labels), rtol=1e-5)
   np.testing.assert_allclose(weights, w[labels])
+
+
+def numpy_sigmoid_focal(logits, labels, gamma):
+  """Cui et al.'s per-sample loss: sum_j (1 - p_t,j)^gamma (-log p_t,j), one-vs-all sigmoids."""
+  z = logits.astype(np.float64)
+  y = np.eye(z.shape[1])[labels]
+  p = 1.0 / (1.0 + np.exp(-z))
+  p_t = np.where(y == 1, p, 1.0 - p)
+  return ((1.0 - p_t)**gamma * -np.log(p_t)).sum(-1)
+
+
+def test_sigmoid_focal_hand_values():
+  # z = 0 everywhere: p_t = 1/2 for each of the C sigmoids, so l = C (1/2)^gamma log 2.
+  zeros = jnp.zeros((1, 3))
+  for gamma in (0.0, 1.0, 2.0):
+    assert float(losses.sigmoid_focal_loss(zeros, jnp.array([1]), gamma)[0]) == pytest.approx(
+        3 * 0.5**gamma * np.log(2.0), rel=1e-6)
+  # One confident right logit (z_y = 10) and the rest at -10: all p_t = sigmoid(10), tiny loss.
+  z = jnp.array([[-10.0, 10.0, -10.0]])
+  assert float(losses.sigmoid_focal_loss(z, jnp.array([1]), 0.0)[0]) == pytest.approx(
+      3 * np.log1p(np.exp(-10.0)), rel=1e-5)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_sigmoid_focal_matches_its_formula(batch, gamma):
+  logits, labels = batch
+  got = losses.sigmoid_focal_loss(jnp.asarray(logits), jnp.asarray(labels), gamma)
+  np.testing.assert_allclose(got, numpy_sigmoid_focal(logits, labels, gamma), rtol=1e-5)
+
+
+def test_cui_reductions_divide_by_the_batch_size(batch):
+  """Cui et al.: sum_i w_{y_i} l_i / B for CB softmax CE and CB sigmoid focal (not / sum_i w)."""
+  logits, labels = batch
+  w = np.array([0.5, 1.0, 2.0, 4.0], np.float32)
+  cb_ce = losses.make_base_loss(loss_config(name="ce", cb_reduction="batch"), [8, 4, 2, 1])
+  values, weights = cb_ce(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w))
+  assert float(losses.weighted_mean(values, weights)) == pytest.approx(
+      np.mean(w[labels] * numpy_ce(logits, labels)), rel=1e-5)
+  cb_focal = losses.make_base_loss(loss_config(name="sigmoid_focal", focal_gamma=2.0), [8, 4, 2, 1])
+  values, weights = cb_focal(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w))
+  np.testing.assert_array_equal(weights, np.ones(6))
+  np.testing.assert_allclose(values, w[labels] * numpy_sigmoid_focal(logits, labels, 2.0), rtol=1e-5)
+  with pytest.raises(ValueError, match="loss.cb_reduction='mean' is unknown"):
+    losses.make_base_loss(loss_config(cb_reduction="mean"), [4, 2])
+
+
+def test_sigmoid_bias_init_starts_every_sigmoid_at_one_over_c():
+  params = {"classifier": {"kernel": jnp.ones((3, 10)), "bias": jnp.full((10,), 0.3)}, "conv": {}}
+  biased = train.sigmoid_bias_init(params, 10)
+  np.testing.assert_allclose(jax.nn.sigmoid(biased["classifier"]["bias"]), 0.1, rtol=1e-6)
+  np.testing.assert_array_equal(biased["classifier"]["kernel"], params["classifier"]["kernel"])
+  with pytest.raises(ValueError, match="model.sigmoid_bias_init=True needs"):
+    train.sigmoid_bias_init({"classifier": {"kernel": jnp.ones((3, 10))}}, 10)
 
 
 @pytest.mark.parametrize("fields, match", [

@@ -69,12 +69,12 @@ def test_no_table_row_overrides_its_configs_recipe():
 
 
 def changed(value):
-  """A value of the same type that differs from ``value``: bools flipped, numbers 2v + 1,
-  strings and tuples extended."""
+  """A value of the same type that differs from ``value``: bools flipped, numbers v + 1 + |v|
+  (never v: 0 -> 1, -1 -> 1, 3 -> 7), strings and tuples extended."""
   if isinstance(value, bool):
     return not value
   if isinstance(value, (int, float)):
-    return 2 * value + 1
+    return value + 1 + abs(value)
   if isinstance(value, str):
     return value + "_changed"
   if isinstance(value, tuple):

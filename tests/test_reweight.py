@@ -1,5 +1,7 @@
 """L2RW, MW-Net and class-balanced meta re-weighting steps: weights, identities, BatchNorm, jit."""
 
+import types
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -121,7 +123,7 @@ def test_cbmeta_step_eps_matches_finite_differences_inside_the_warm_up(x64, monk
   eps = np.asarray(weights) - w_y
 
   alpha = config.optim.lr * (epoch + 1) / config.optim.warmup_epochs
-  outer_loss = reweight.meta_loss_fn(state, batch, ctx)
+  outer_loss = reweight.meta_loss_fn(state, batch, ctx, reweight.cbmeta_meta_losses(ctx))  # focal: L
 
   def objective(e):
     def inner_loss(params):
@@ -137,6 +139,28 @@ def test_cbmeta_step_eps_matches_finite_differences_inside_the_warm_up(x64, monk
   assert np.linalg.norm(expected) > 1e-6, "degenerate test: eps is ~0"
   error = np.linalg.norm(eps - expected) / np.linalg.norm(expected)
   assert error < 1e-8, f"relative error {error:.2e}\nstep  {eps}\nnumeric {expected}"
+
+
+def test_cbmeta_meta_loss_options_on_ldam_cosines():
+  """meta_loss 'base' = LDAM's own CE(s (z - m_y onehot)); 'scaled_ce' = CE(s z); 'ce' = CE(z)."""
+  counts = [16, 8, 2, 1]
+  cosines = jnp.array([[0.9, -0.2, 0.1, 0.0], [0.3, 0.4, -0.5, 0.2], [0.0, 0.1, 0.2, -0.9]])
+  labels = jnp.array([0, 3, 2])
+  margins = 0.5 * (1.0 / np.asarray(counts, np.float64))**0.25  # max_m 0.5, n_min = 1
+  shifted = np.asarray(cosines, np.float64).copy()
+  shifted[np.arange(3), np.asarray(labels)] -= margins[np.asarray(labels)]
+
+  def ce(z):
+    z = np.asarray(z, np.float64)
+    return np.log(np.exp(z).sum(-1)) - z[np.arange(3), np.asarray(labels)]
+
+  expected = {"base": ce(30.0 * shifted), "scaled_ce": ce(30.0 * cosines), "ce": ce(cosines)}
+  for kind, want in expected.items():
+    config = tiny_config(cbmeta_cifar, **{"loss.name": "ldam", "cbmeta.meta_loss": kind})
+    ctx = types.SimpleNamespace(config=config, class_counts=np.asarray(counts))
+    got = reweight.cbmeta_meta_losses(ctx)(cosines, labels)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=kind)
+  assert expected["base"].mean() > expected["scaled_ce"].mean()  # margins make the target harder
 
 
 def test_schedule_and_class_weights_take_the_parameters_dtype():

@@ -11,7 +11,14 @@ batches of 2 N_t (1 + N_a) feature maps:
   labelled with the tail sample's label (``fsa_ops``);
 * N_t (1 + N_a) head samples' maps, unmodified.
 
-CAMs use the current (fine-tuned) classifier weights and the ground-truth class of each sample.
+CAMs (``fsa.cam``) use the ground-truth class of each sample and, with ``paper`` (default), the
+phase-I classifier's weights and Eq. (1) as written (no ReLU): Alg. 1 line 1 takes "All training
+images features F and their CAM M" as its input, and Sec. 4.2 "the weights of the linear classifier
+trained in Phase-I". The backbone is frozen (eval mode), so the maps of the un-augmented images
+computed in each batch are those precomputed features (``fsa.image_augment=False``, the default,
+draws them; nothing of size N x h x w x K is stored). ``online`` is the public reimplementation's
+form: the current (fine-tuned) classifier's weights on the batch's maps (freshly augmented with
+``fsa.image_augment=True``), ReLU'd as Grad-CAM.
 With ``fsa.stage = k`` the maps are taken after stage k, CAMs (from the last stage) are resized to
 that resolution, and the synthesised maps run through the rest of the frozen network.
 ``fsa.mode = 'balanced'`` is the paper's control: the same half-tail, half-head batches of real
@@ -28,7 +35,8 @@ from lt_jax.methods import heads
 
 SEED_SALT = 5  # phase-II randomness: fold_in(key(config.seed), SEED_SALT)
 PLAN_FILE = "fsa_plan.json"
-CHOICES = {"mode": ("fsa", "balanced"), "confusion": ("paper", "transposed")}
+CHOICES = {"mode": ("fsa", "balanced"), "confusion": ("paper", "transposed"),
+           "cam": ("paper", "online")}
 
 
 def validate_config(config) -> None:
@@ -106,6 +114,7 @@ def make_head(config, net: heads.FrozenNet) -> heads.Head:
   in_head = np.isin(net.train_labels, the_plan["head"])
   head_pool, tail_pool = jnp.asarray(np.flatnonzero(in_head)), jnp.asarray(np.flatnonzero(~in_head))
   confusing = jnp.asarray(the_plan["confusing"], jnp.int32)
+  phase1_kernel = jnp.asarray(net.params["classifier"]["kernel"])  # fsa.cam='paper': W of phase I
 
   def pooled(maps):
     if stage is not None:
@@ -131,7 +140,8 @@ def make_head(config, net: heads.FrozenNet) -> heads.Head:
       return pooled(maps), y, {}
     num_cam = num_side  # the tail samples and their confusing samples
     last = maps[:num_cam] if stage is None else heads.frozen_maps_from(net, maps[:num_cam], stage)
-    cams = fsa_ops.class_activation_maps(last, classifier["kernel"], y[:num_cam], relu=cfg.cam_relu)
+    kernel = phase1_kernel if cfg.cam == "paper" else classifier["kernel"]
+    cams = fsa_ops.class_activation_maps(last, kernel, y[:num_cam], relu=cfg.cam == "online")
     if stage is not None:
       cams = jax.image.resize(cams, (num_cam, *maps.shape[1:3]), "bilinear")
     fused_maps, fused_labels, gamma = fsa_ops.compose(

@@ -5,8 +5,9 @@ which every tail sample's feature map f_t is mixed with feature maps of the clas
 with:
 
 * CAM of a sample of class y on the pre-pooling map f (h, w, K): M_y = sum_k w_k^y f_k with W the
-  classifier's kernel, ReLU'd like Grad-CAM and min-max normalised per sample to [0, 1]
-  (``class_activation_maps``). Since the head is GAP + FC, this is Grad-CAM of the logit y.
+  classifier's kernel (the paper's Eq. (1), the CAM of Zhou et al.), min-max normalised per sample
+  to [0, 1] (``class_activation_maps``). ReLU'd first (``relu=True``) it is Grad-CAM of the logit y,
+  since the head is GAP + FC.
 * class-specific part of a tail sample: the positions with M > tau_s; class-generic part of a
   confusing-class sample: the positions with M < tau_g (``decompose``).
 * head and tail: classes sorted by count, head = the smallest prefix holding >= h_r of the samples
@@ -30,14 +31,15 @@ GAMMA_MIN = 1e-7  # gamma and the noise are drawn from U(GAMMA_MIN, 1): 0 exclud
 
 
 def class_activation_maps(features: jax.Array, kernel: jax.Array, labels: jax.Array, *,
-                          relu: bool = True) -> jax.Array:
-  """Per-sample CAM M_y = sum_k w_k^y f_k of the sample's class y, normalised to [0, 1].
+                          relu: bool = False) -> jax.Array:
+  """Per-sample CAM M_y = sum_k w_k^y f_k of the sample's class y (Eq. (1)), normalised to [0, 1].
 
   Args:
     features: (N, h, w, K) pre-pooling feature maps f.
     kernel: (K, C) classifier kernel W (w^y = W[:, y]); the bias does not change a normalised CAM.
     labels: (N,) the class y of each map (the ground truth in FSA).
-    relu: ReLU before normalising (Grad-CAM); False keeps negative evidence as low values.
+    relu: ReLU before normalising (Grad-CAM): every location with M <= 0 then normalises to 0.
+      False (Eq. (1)) keeps negative evidence as the low values.
 
   Returns:
     (N, h, w) maps in [0, 1]: (M - min M) / (max M - min M). A constant map (e.g. all zero after

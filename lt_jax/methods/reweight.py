@@ -12,8 +12,12 @@ current scheduled learning rate alpha (the peers' off-by-one at decays is not re
 * Class-balanced meta re-weighting (Jamal et al. 2020): w_i = w_{y_i} (effective number, beta)
   + eps_i with eps = -tau dL_meta/deps at eps = 0, recomputed every step; a pre-training phase of
   the plain base loss (epochs < ``cbmeta.start_epoch``) comes first. ``cbmeta.lookahead_reduction``
-  'sum' (the official code; default, the setting behind the published numbers) or 'mean' (the
-  paper's formula); ``cbmeta.clip_weights`` clips w_y + eps at 0 (the code does not).
+  'sum' (the official code and the slides' update equation; default) or 'mean' (the slides' Alg. 1
+  line 9). ``cbmeta.clip_weights`` clips w_y + eps at 0: an option only, the method does not clip
+  (the slides' L2RW-vs-ours table: "Clip negative eps: L2RW yes, Ours no"), nor does its code.
+  ``cbmeta.meta_loss`` (``META_LOSSES``): the meta loss L_meta on the development batch.
+
+L2RW and MW-Net use the mean cross-entropy of the meta batch as L_meta, as their papers.
 """
 
 import jax
@@ -40,11 +44,36 @@ def training_losses(state, batch, ctx, params):
   return per_sample_losses(ctx, logits, batch["labels"]), logits, batch_stats
 
 
-def meta_loss_fn(state, batch, ctx):
-  """L_meta(w): mean cross-entropy of the balanced meta batch (train-mode BN, statistics dropped)."""
+META_LOSSES = ("base", "scaled_ce", "ce")
+
+
+def cbmeta_meta_losses(ctx):
+  """Per-sample meta loss l(z, y) of ``cbmeta.meta_loss`` on the development batch's outputs z.
+
+  * ``base`` (default): the base loss L itself, unweighted (w = 1). The slides' Alg. 1 line 12
+    writes L_{B_d} = 1/|B_d| sum_{i in B_d} L(f(x_i; theta~(eps)), y_i) with the same L as the
+    weighted training loss of line 9, so for LDAM this is CE(s (z - m_y onehot(y))), margins
+    included, and for focal the focal loss.
+  * ``scaled_ce``: CE at the base loss's logit scale without its margins: CE(s z) for LDAM (s =
+    ``loss.ldam_s``), CE(z) otherwise (the balanced-development-set reading).
+  * ``ce``: CE(z) on the raw outputs (the official code, whose only base loss is CE). With LDAM's
+    cosine classifier z is in [-1, 1] and the loss hardly saturates.
+  """
+  kind = ctx.config.cbmeta.meta_loss
+  if kind == "base":
+    return lambda logits, labels: per_sample_losses(ctx, logits, labels)
+  scale = ctx.config.loss.ldam_s if kind == "scaled_ce" and ctx.config.loss.name == "ldam" else 1.0
+  return lambda logits, labels: losses.cross_entropy(scale * logits, labels)
+
+
+def meta_loss_fn(state, batch, ctx, per_sample=None):
+  """L_meta(w): mean over the balanced meta batch of ``per_sample(z, y)`` (default CE), train-mode
+  BN with the statistics dropped."""
+  per_sample = per_sample or losses.cross_entropy
+
   def outer_loss(params):
     logits, _ = ts.forward(ctx.model, params, state.batch_stats, batch["meta_images"], train=True)
-    return jnp.mean(losses.cross_entropy(logits, batch["meta_labels"]))
+    return jnp.mean(per_sample(logits, batch["meta_labels"]))
   return outer_loss
 
 
@@ -64,16 +93,18 @@ def weighted_step(state, batch, ctx, weight_fn, normalise: bool = True, **change
   return ts.apply_gradients(state, ctx, grads, batch_stats, **changes), metrics
 
 
-def eps_gradient(state, batch, ctx, sample_weights, reduction: str):
-  """(L_meta(w_hat), dL_meta/deps at eps = 0) for inner = reduce_i l_i (s_i + eps_i)."""
+def eps_gradient(state, batch, ctx, sample_weights, reduction: str, meta_losses=None):
+  """(L_meta(w_hat), dL_meta/deps at eps = 0) for inner = reduce_i l_i (s_i + eps_i); L_meta the
+  mean of ``meta_losses`` (default CE) on the meta batch."""
   def inner_loss(params, eps):  # this device's share: D * local sum, or the local mean
     values, _, _ = training_losses(state, batch, ctx, params)
     weighted = values * (sample_weights + eps)
     return jnp.sum(weighted) * ts.device_count(ctx) if reduction == "sum" else jnp.mean(weighted)
 
   eps = jnp.zeros(batch["labels"].shape, jnp.result_type(sample_weights, ts.param_dtype(state.params)))
-  return bilevel.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx), state.params, eps,
-                            ctx.lr_fn(state.step), axis_name=ctx.axis_name, per_device_hparams=True)
+  return bilevel.hypergradient(inner_loss, meta_loss_fn(state, batch, ctx, meta_losses), state.params,
+                               eps, ctx.lr_fn(state.step), axis_name=ctx.axis_name,
+                               per_device_hparams=True)
 
 
 # --- L2RW ------------------------------------------------------------------------------------------
@@ -144,7 +175,8 @@ def cbmeta_step(state, batch, ctx, mode="meta"):
   class_weights = jnp.asarray(losses.class_balanced_weights(ctx.class_counts, ctx.config.loss.cb_beta),
                               ts.param_dtype(state.params))
   w_y = class_weights[batch["labels"]]
-  meta_loss, grad_eps = eps_gradient(state, batch, ctx, w_y, cfg.lookahead_reduction)
+  meta_loss, grad_eps = eps_gradient(state, batch, ctx, w_y, cfg.lookahead_reduction,
+                                     cbmeta_meta_losses(ctx))
   eps = -cfg.tau * grad_eps
   weights = w_y + eps
   if cfg.clip_weights:
