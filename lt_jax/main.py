@@ -64,10 +64,18 @@ def main(argv):
           loop.NonFiniteLossError) as e:
     sys.exit(f"error: {e}")
   except OSError as e:
-    if e.errno not in DISK_ERRORS:
+    message = disk_error(e)
+    if message is None:
       raise
-    sys.exit(f"error: {e} (a full or read-only disk: free space, or point --workdir / "
-             "dataset.data_dir elsewhere, then run the same command again)")
+    sys.exit(message)
+
+
+def disk_error(e: OSError):
+  """The one-line message for a full or read-only disk (``DISK_ERRORS``), naming the path; else None."""
+  if e.errno not in DISK_ERRORS:
+    return None
+  return (f"error: {e} (a full or read-only disk: free space, or point --workdir / "
+          "dataset.data_dir elsewhere, then run the same command again)")
 
 
 def cli(argv=None):

@@ -131,21 +131,16 @@ def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
   assert files.read_json(path, "a") == {"old": 1} and os.listdir(tmp_path) == ["a.json"]
 
 
-def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch):
-  """ENOSPC (likewise EDQUOT, EROFS: main.DISK_ERRORS) from anywhere in a run: one line."""
+def test_a_full_disk_is_one_line_naming_the_path(tmp_path):
+  """ENOSPC, EDQUOT, EROFS (main.DISK_ERRORS) end a run in one line naming the path; others are
+  not swallowed."""
   from lt_jax import main  # pylint: disable=g-import-not-at-top
-  code = errno.ENOSPC
-
-  def full(*_):
-    raise OSError(code, os.strerror(code), str(tmp_path / "w" / "metrics.jsonl"))
-
-  monkeypatch.setattr(run, "run", full)
-  with pytest.raises(SystemExit) as exit_:
-    main.cli(["lt-jax-train", "--config=configs/ce_cifar.py:smoke", f"--workdir={tmp_path / 'w'}"])
-  message = exit_.value.code
-  assert message.startswith(f"error: [Errno {code}] {os.strerror(code)}: "
-                            f"'{tmp_path / 'w' / 'metrics.jsonl'}' (a full or read-only disk") \
-      and "\n" not in message
+  path = str(tmp_path / "w" / "metrics.jsonl")
+  for code in main.DISK_ERRORS:
+    message = main.disk_error(OSError(code, os.strerror(code), path))
+    assert message.startswith(f"error: [Errno {code}] {os.strerror(code)}: '{path}' (a full or "
+                              "read-only disk") and "\n" not in message
+  assert main.disk_error(OSError(errno.EIO, os.strerror(errno.EIO), path)) is None
 
 
 def test_a_partial_metrics_line_left_by_a_kill_is_dropped_on_resume(tmp_path):
