@@ -2,15 +2,36 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
-import jax
+# XLA compiles are most of the suite's time. Before JAX starts: the CPU backend's LLVM optimisation
+# off (the tiny programs compile faster and run about as fast), and one persistent compilation cache
+# per test session, shared by the xdist workers and the CLI subprocesses they start (same program,
+# same executable: a cache hit changes no number).
+# The process that loads this first (pytest, or xdist's controller) sets them; its workers inherit.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lt_jax_tests_xla_cache_")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import pytest
 
 from lt_jax import methods
 from lt_jax import train
+
+
+def pytest_unconfigure(config):
+  """The session's compilation cache goes with the session (removed by the process that made it)."""
+  del config
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 
 NUM_CLASSES = 4
 IMAGE_SHAPE = (8, 8, 1)
@@ -76,13 +97,10 @@ PATH_FIELDS = ("provenance", "phase1_workdir")  # summary fields naming this mac
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory):
-  """The environment of ``lt_jax.main`` subprocesses: CPU, one persistent XLA compilation cache
-  for the session (a reference run, a killed run and its resume compile once), XLA's backend
-  optimisation off (the replicas case's cold run: 12 CPU-s instead of 15, measured once; the same
-  environment for every run compared), miniatures in tmp."""
+  """The environment of ``lt_jax.main`` subprocesses: CPU, the session's compilation cache and XLA
+  flags (above) with every compile cached (a reference run, a killed run and its resume compile
+  once; the same environment for every run compared), miniatures in tmp."""
   return {**os.environ, "JAX_PLATFORMS": "cpu",
-          "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0",
-          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
           "LT_JAX_MINIATURES": str(tmp_path_factory.mktemp("miniatures"))}
