@@ -133,7 +133,7 @@ def _set_aside(mngr: ocp.CheckpointManager, epochs, restored: int) -> None:
   """Moves the damaged checkpoints of ``epochs`` to ``<epoch>.damaged`` (``.damaged.2``, ... if
   taken) and makes ``mngr`` forget them; a read-only manager leaves them (and says so)."""
   if mngr._options.read_only:  # pylint: disable=protected-access  (no public accessor)
-    logging.warning("resumed from the checkpoint of epoch %d; the damaged checkpoints of epochs %s "
+    logging.warning("using the checkpoint of epoch %d; the damaged checkpoints of epochs %s "
                     "in %s are left in place (read only)", restored, epochs, mngr.directory)
     return
   if jax.process_index() == 0:
