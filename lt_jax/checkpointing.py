@@ -11,11 +11,20 @@ its global step in ``workdir/checkpoint_in_epoch`` (one kept), beside it per hos
 ``loader_state/process{i}_in_epoch_step{s}.json`` (epoch, steps done, the epoch's running metric
 sums, the loaders' positions), written first. ``restore_in_epoch`` takes it up when it is newer
 than the latest epoch checkpoint; the next epoch checkpoint deletes it.
+
+A committed checkpoint damaged later (a truncated or deleted array file, unreadable metadata, an
+empty step folder) is not trusted blindly: ``restore_latest`` logs a warning naming the step's
+folder and what failed, and falls back to the checkpoint before it (and the one before that, ...).
+When one reads, the damaged newer ones are moved aside to ``checkpoints/<step>.damaged`` (never
+deleted; orbax ignores the name), so the next save of that step does not collide with them; a
+read-only manager (evaluation, a given phase-I run) leaves them in place. When none reads, the
+run fails with one line naming the checkpoints folder (``DamagedCheckpointError``).
 """
 
 import os
 import re
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -28,10 +37,12 @@ IN_EPOCH_DIR = "checkpoint_in_epoch"
 
 def manager(workdir: str, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
   """A CheckpointManager over ``workdir/checkpoints`` keeping the ``keep`` latest steps (or, with
-  ``read_only``, restoring only)."""
+  ``read_only``, restoring only). One unnamed item (the state), fixed here rather than guessed
+  from the first step folder read, which a damaged (empty) folder would get wrong for all."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                          read_only=read_only)
-  return ocp.CheckpointManager(files.join(files.resolve(workdir), "checkpoints"), options=options)
+  return ocp.CheckpointManager(files.join(files.resolve(workdir), "checkpoints"), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
 def _workdir(mngr: ocp.CheckpointManager) -> str:
@@ -52,16 +63,47 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, loaders: dict | None = 
     clear_in_epoch(_workdir(mngr))  # superseded by this epoch's checkpoint
 
 
-def restore_latest(mngr: ocp.CheckpointManager, state, loaders: dict | None = None):
-  """(state, epoch) from the latest checkpoint (the ``loaders`` set to their saved positions), or
-  (state, 0) when there is none.
+class DamagedCheckpointError(ValueError):
+  """No checkpoint in a workdir's ``checkpoints`` folder reads back."""
 
-  ``state`` is the freshly initialised state: it gives the structure, shapes and shardings.
+
+def restore_latest(mngr: ocp.CheckpointManager, state=None, loaders: dict | None = None):
+  """(state, epoch) from the latest checkpoint that reads back (the ``loaders`` set to its saved
+  positions), or (state, 0) when there is none.
+
+  ``state`` is the freshly initialised state: it gives the structure, shapes and shardings; None
+  gives the arrays as saved (``restore_arrays``). A checkpoint that fails to read is named in a
+  warning and the one before it is tried; the damaged ones are then moved aside (see the module
+  doc). DamagedCheckpointError when none reads.
   """
-  epoch = mngr.latest_step()
-  if epoch is None:
+  failed = []
+  for epoch in sorted(mngr.all_steps(), reverse=True):
+    positions = _loader_positions(mngr, loaders, epoch)
+    try:
+      restored = restore_arrays(mngr, epoch) if state is None else restore(mngr, state, epoch)
+    except Exception as e:  # noqa: BLE001 - orbax raises plain Exception, ValueError, OSError, ...
+      failed.append((epoch, _reason(e)))
+      logging.warning("the checkpoint %s does not read back (%s); trying the one before it",
+                      _step_dir(mngr, epoch), failed[-1][1])
+      continue
+    for name, loader in (loaders or {}).items():
+      loader.set_state(positions[name])
+    if failed:
+      _set_aside(mngr, [e for e, _ in failed], epoch)
+    return restored, epoch
+  if not failed:
     return state, 0
-  for name, loader in (loaders or {}).items():
+  raise DamagedCheckpointError(
+      f"no checkpoint in {mngr.directory} reads back (epochs "
+      f"{', '.join(str(e) for e, _ in failed)}; epoch {failed[0][0]}: {failed[0][1]}); to start "
+      "over, run with a new --workdir (the damaged checkpoints are left as they are)")
+
+
+def _loader_positions(mngr: ocp.CheckpointManager, loaders: dict | None, epoch: int) -> dict:
+  """The ``loaders``' saved positions at ``epoch`` (bytes by name); FileNotFoundError naming a
+  missing one."""
+  positions = {}
+  for name in loaders or {}:
     path = loader_state_path(_workdir(mngr), name, epoch)
     if not files.exists(path):
       raise FileNotFoundError(
@@ -69,8 +111,45 @@ def restore_latest(mngr: ocp.CheckpointManager, state, loaders: dict | None = No
           f"loader state for process {jax.process_index()} (was it written by loader.stream=False "
           "or with another host count?); remove the checkpoints to restart")
     with files.open(path, "rb") as f:
-      loader.set_state(f.read())
-  return restore(mngr, state, epoch), epoch
+      positions[name] = f.read()
+  return positions
+
+
+def _step_dir(mngr: ocp.CheckpointManager, epoch: int) -> str:
+  return files.join(str(mngr.directory), str(epoch))
+
+
+def _reason(error: BaseException) -> str:
+  """``error`` in one line: its type and first line, and those of the error it was raised from."""
+  parts = []
+  while error is not None and len(parts) < 2:
+    first = (str(error).strip().splitlines() or [""])[0]
+    parts.append(f"{type(error).__name__}: {first[:300]}")
+    error = error.__cause__ or error.__context__
+  return "; from ".join(parts)
+
+
+def _set_aside(mngr: ocp.CheckpointManager, epochs, restored: int) -> None:
+  """Moves the damaged checkpoints of ``epochs`` to ``<epoch>.damaged`` (``.damaged.2``, ... if
+  taken) and makes ``mngr`` forget them; a read-only manager leaves them (and says so)."""
+  if mngr._options.read_only:  # pylint: disable=protected-access  (no public accessor)
+    logging.warning("using the checkpoint of epoch %d; the damaged checkpoints of epochs %s "
+                    "in %s are left in place (read only)", restored, epochs, mngr.directory)
+    return
+  if jax.process_index() == 0:
+    for epoch in epochs:
+      source, target = _step_dir(mngr, epoch), _step_dir(mngr, epoch) + ".damaged"
+      n = 1
+      while files.exists(target):
+        n += 1
+        target = f"{_step_dir(mngr, epoch)}.damaged.{n}"
+      files.move(source, target)
+      logging.warning("moved the damaged checkpoint %s aside to %s (not deleted); resuming from "
+                      "the checkpoint of epoch %d", source, target, restored)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("lt_jax_damaged_checkpoints_set_aside")
+  mngr.reload()
 
 
 def restore(mngr: ocp.CheckpointManager, state, epoch: int):
@@ -107,7 +186,8 @@ def prune_loader_states(workdir: str, keep_epochs) -> None:
 
 def _in_epoch_manager(workdir: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(files.join(workdir, IN_EPOCH_DIR),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=1))
+                               options=ocp.CheckpointManagerOptions(max_to_keep=1),
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
 def clear_in_epoch(workdir: str, keep: int | None = None) -> None:

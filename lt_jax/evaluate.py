@@ -121,12 +121,14 @@ def load(workdir: str, epoch: int | None = None) -> Loaded:
   p1_config, p1_workdir, _ = two_phase.phase1_config(config, workdir, method.phase2_group)
   run = train.setup(p1_config, p1_workdir, read_only=True)
   mngr = checkpointing.manager(workdir, config.train.keep_checkpoints, read_only=True)
-  epoch = mngr.latest_step() if epoch is None else epoch
-  if epoch is None or epoch not in mngr.all_steps():
+  if epoch is None:  # the latest that reads back (a damaged one is named and skipped)
+    saved, epoch = checkpointing.restore_latest(mngr)
+  elif epoch in mngr.all_steps():
+    saved = checkpointing.restore_arrays(mngr, epoch)
+  if not epoch or epoch not in mngr.all_steps():
     raise FileNotFoundError(f"{workdir}/checkpoints has no phase-II checkpoint of round "
-                            f"{epoch if epoch is not None else '(latest)'}; saved rounds: "
+                            f"{epoch or '(latest)'}; saved rounds: "
                             f"{sorted(mngr.all_steps()) or 'none'}")
-  saved = checkpointing.restore_arrays(mngr, epoch)
   run.state = parallel.replicate(
       run.state.replace(params=saved["params"], batch_stats=saved.get("batch_stats") or {}),
       run.mesh)

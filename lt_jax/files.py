@@ -71,6 +71,11 @@ def copy(source, target) -> None:
   epath.Path(source).copy(target, overwrite=True)
 
 
+def move(source, target) -> None:
+  """Renames file or folder ``source`` to ``target`` (on an object store: copies, then deletes)."""
+  epath.Path(source).rename(target)
+
+
 def write_atomic(path: str, payload: bytes | str) -> str:
   """Writes ``payload`` to ``path`` whole or not at all (see the module doc); returns ``path``."""
   mode = "wb" if isinstance(payload, bytes) else "w"

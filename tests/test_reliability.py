@@ -1,14 +1,18 @@
 """Crash safety: a stop signal checkpoints and exits 75 and the rerun equals an uninterrupted run;
-one writer per workdir (the lock); bad workdirs named before any data is read."""
+a damaged checkpoint is named and the one before it resumed; one writer per workdir (the lock); bad
+workdirs named before any data is read."""
 
 import errno
 import logging
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from configs import ce_cifar
@@ -152,3 +156,64 @@ def test_a_partial_metrics_line_left_by_a_kill_is_dropped_on_resume(tmp_path):
   writer.close()
   assert [r["epoch"] for r in metric_writer.read_records(str(tmp_path), "train")] == [1]
   assert metric_writer.read_records(str(tmp_path), "eval")[0]["top1_error"] == 50.0
+
+
+def _array_files(step_dir):
+  """The files holding a checkpoint's array bytes (orbax's OCDBT data folders ``.../d/``)."""
+  return [os.path.join(d, n) for d, _, names in os.walk(step_dir) for n in names
+          if os.path.basename(d) == "d"]
+
+
+def test_a_damaged_latest_checkpoint_is_named_and_the_run_resumes_from_the_one_before(
+    ce_straight, cli_env, tmp_path):
+  workdir = str(tmp_path / "w")
+  shutil.copytree(ce_straight, workdir)
+  ckpts = os.path.join(workdir, "checkpoints")
+  assert sorted(os.listdir(ckpts)) == ["7", "8"]  # train.keep_checkpoints=2 of 8 epochs
+  arrays = _array_files(os.path.join(ckpts, "8"))
+  assert arrays
+  rng = random.Random(15)
+  for path in arrays:  # overwritten with random bytes of the same length (crash review k7)
+    size = os.path.getsize(path)
+    with open(path, "wb") as f:
+      f.write(bytes(rng.randrange(256) for _ in range(size)))
+  rc, log = finish_cli(start(workdir, cli_env))
+  assert rc == 0, log
+  assert f"the checkpoint {ckpts}/8 does not read back" in log
+  assert f"moved the damaged checkpoint {ckpts}/8 aside to {ckpts}/8.damaged" in log
+  assert "resuming from the checkpoint of epoch 7" in log
+  assert sorted(os.listdir(ckpts)) == ["7", "8", "8.damaged"]  # epoch 8 trained and saved again
+  assert run_outputs(workdir) == run_outputs(ce_straight)
+
+
+def test_damaged_checkpoints_fall_back_and_are_moved_aside_only_when_writable(tmp_path):
+  state = {"w": np.zeros(4, np.float32)}
+  mngr = checkpointing.manager(str(tmp_path), 4)
+  for epoch in (1, 2, 3):
+    checkpointing.save(mngr, {"w": np.full(4, epoch, np.float32)}, epoch)
+  ckpts = tmp_path / "checkpoints"
+  os.remove(ckpts / "3" / "default" / "_METADATA")  # crash review k9
+  os.makedirs(ckpts / "4")  # an empty step folder (k8)
+  reader = checkpointing.manager(str(tmp_path), 4, read_only=True)
+  restored, epoch = checkpointing.restore_latest(reader, state)
+  assert epoch == 2 and restored["w"].tolist() == [2.0] * 4
+  assert sorted(os.listdir(ckpts)) == ["1", "2", "3", "4"]  # a reader leaves them in place
+  (ckpts / "4.damaged").mkdir()  # taken by an earlier fallback
+  mngr = checkpointing.manager(str(tmp_path), 4)
+  restored, epoch = checkpointing.restore_latest(mngr, state)
+  assert epoch == 2 and sorted(mngr.all_steps()) == [1, 2]
+  assert sorted(os.listdir(ckpts)) == ["1", "2", "3.damaged", "4.damaged", "4.damaged.2"]
+  checkpointing.save(mngr, {"w": np.full(4, 3, np.float32)}, 3)  # no collision with the damaged
+  assert checkpointing.restore_latest(checkpointing.manager(str(tmp_path), 4), state)[1] == 3
+  for step in ("1", "2", "3"):  # every checkpoint damaged: one line naming the folder
+    os.remove(ckpts / step / "default" / "_METADATA")
+  before = sorted(os.listdir(ckpts))
+  with pytest.raises(checkpointing.DamagedCheckpointError) as error:
+    checkpointing.restore_latest(checkpointing.manager(str(tmp_path), 4), state)
+  message = str(error.value)  # a ValueError: lt_jax.main prints "error: <message>", no traceback
+  assert isinstance(error.value, ValueError) and "\n" not in message
+  assert message.startswith(f"no checkpoint in {ckpts} reads back (epochs 3, 2, 1; epoch 3: "
+                            "FileNotFoundError: Metadata file (named _METADATA) does not exist")
+  assert message.endswith("to start over, run with a new --workdir (the damaged checkpoints are "
+                          "left as they are)")
+  assert sorted(os.listdir(ckpts)) == before  # nothing moved when none reads
