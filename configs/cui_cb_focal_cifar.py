@@ -1,7 +1,8 @@
 """Class-balanced focal loss (Cui et al. 2019) on CIFAR-10-LT IF 100: the rows that quote their
 CB-focal numbers (Jamal et al.'s "Class-balanced focal Loss [7]", MFM Table 1 "CB").
 
-configs/cui_focal_cifar.py (sigmoid focal, gamma 1.0, bias init -log(C - 1), the batch's sum / B)
+configs/cui_focal_cifar.py (sigmoid focal, gamma 1.0, bias init -log(C - 1), the batch's sum / B,
+no weight decay on the classifier bias)
 with each sample's loss times w_y = (1 - beta) / (1 - beta^{n_y}), beta 0.9999, normalised to sum
 to C, from epoch 0 (their code's ``weights``, ``alpha * loss``).
 """

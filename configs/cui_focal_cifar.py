@@ -7,7 +7,8 @@ their CIFAR script's value (``cifar_im_trainval_cb.sh`` GAMMA=1.0, also its defa
 reports the best of a small gamma search per setting, which the quoting slides do not give.
 Recipe: their CIFAR code's, the same as configs/ce_cifar.py (ResNet-32, batch 128, SGD lr 0.1
 momentum 0.9, wd 2e-4, 5 warm-up epochs, lr x0.01 at 160 and again at 180, 200 epochs, pad 4 +
-crop + flip). Not reproduced: their sigmoid runs leave the last bias out of the weight decay.
+crop + flip). As their sigmoid / focal runs, the classifier's bias is left out of the weight decay
+(``optim.no_decay=('classifier/bias',)``; their softmax runs, e.g. CB-CE, decay it).
 """
 
 from . import ce_cifar
@@ -15,11 +16,13 @@ from . import default
 
 
 def cui_recipe(c):
-  """Cui et al.'s sigmoid focal loss (gamma 1.0, bias init -log(C - 1)) on the CIFAR recipe."""
+  """Cui et al.'s sigmoid focal loss (gamma 1.0, bias init -log(C - 1), no weight decay on the
+  last bias) on the CIFAR recipe."""
   c.loss.name = "sigmoid_focal"
   c.loss.focal_gamma = 1.0
   c.loss.cb_reduction = "batch"
   c.model.sigmoid_bias_init = True
+  c.optim.no_decay = ("classifier/bias",)  # their code: "no regularization ... for last layer's bias"
   return c
 
 

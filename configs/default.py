@@ -79,6 +79,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.optim.warmup_epochs = 5  # epoch e < W runs at lr * (e + 1) / W (LDAM-DRW)
   c.optim.decay_epochs = (160, 180)  # lr multiplied by decay_factor at each of these epochs
   c.optim.decay_factor = 0.01
+  # fnmatch patterns of parameter paths left out of the weight decay, e.g. ('classifier/bias',)
+  c.optim.no_decay = ()
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128

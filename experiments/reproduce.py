@@ -7,6 +7,9 @@ config's value, so every seed sees the same long-tailed subset), skipping row-se
 final- and best-epoch top-1 error beside the paper's number (``experiments.paper_results``), the
 data source, and the seeds. Rows that read CIFAR-10 need ``--cifar10=PATH`` (a folder or zip of
 ``split/class/*.jpg``; or ``$LT_JAX_CIFAR10``) or ``--cifar10=tfds``, except with ``--smoke``.
+MIT-67 rows (MFM Table 4) need ``--mit67=ROOT`` (``ROOT/Images/<class>/*.jpg`` and the split lists
+of ``python -m lt_jax.data.mit67 ROOT``; or ``$LT_JAX_MIT67``) and ``--vgg11=WEIGHTS`` (ImageNet
+VGG-11 converted by ``lt_jax.models.convert_torchvision --arch=vgg11_gap``; or ``$LT_JAX_VGG11``).
 
   python -m experiments.reproduce baselines --cifar10=PATH --workdir=runs/reproduce --seeds=3
   python -m experiments.reproduce mfm_table6 --dry_run     # the equivalent lt_jax.main commands
@@ -40,6 +43,8 @@ from experiments import tables
 from launch import commands
 
 CIFAR10_ENV = "LT_JAX_CIFAR10"
+MIT67_ENV = "LT_JAX_MIT67"
+VGG11_ENV = "LT_JAX_VGG11"
 TFDS = "tfds"  # --cifar10=tfds: CIFAR-10 rows read TFDS cifar10
 RESULTS_FILE = "results.md"
 RUN_RECORD = "reproduce.json"
@@ -105,8 +110,18 @@ def workdir_of(root: str, table: str, row: str, seed: int) -> str:
   return os.path.join(root, table, row, f"seed{seed}")
 
 
-def data_overrides(kind: str, cifar10_path: str) -> list[tuple[str, Any]]:
-  """The dataset.* overrides for a row's data kind (full scale only)."""
+def data_overrides(kind: str, cifar10_path: str, mit67_path: str = "",
+                   vgg11_path: str = "") -> list[tuple[str, Any]]:
+  """The dataset.* (and, for MIT-67, the pretrained weights') overrides for a row's data kind
+  (full scale only); ReproduceError naming the flag when the data it needs is not given."""
+  if kind == tables.MIT67:
+    if not mit67_path or not vgg11_path:
+      raise ReproduceError(
+          f"MIT-67 rows need the user's MIT-67 and VGG-11 weights: --mit67=ROOT (ROOT/Images/"
+          f"<class>/*.jpg; write its 60/40 split lists once with `python -m lt_jax.data.mit67 ROOT`;"
+          f" or ${MIT67_ENV}) and --vgg11=WEIGHTS (`python -m lt_jax.models.convert_torchvision "
+          f"vgg11.pth WEIGHTS --arch=vgg11_gap`; or ${VGG11_ENV})")
+    return [("dataset.path", mit67_path), ("model.init_checkpoint", vgg11_path)]
   if kind != tables.CIFAR10 or cifar10_path == TFDS:
     return [("dataset.name", kind), ("dataset.source", "tfds")]
   if not cifar10_path:
@@ -129,12 +144,15 @@ class Options:
   table: str
   smoke: bool = False
   cifar10_path: str = ""  # see data_overrides
+  mit67_path: str = ""  # MIT-67 rows: the user's MIT-67 root (data_overrides)
+  vgg11_path: str = ""  # MIT-67 rows: converted VGG-11 weights
   extra: tuple[str, ...] = ()  # "key=value" config overrides for every row (--set)
 
 
 def trainer_args(row: tables.Row, seed: int, opts: Options) -> list[str]:
   """The ``lt_jax.main`` arguments of one row-seed (not shell-quoted)."""
-  overrides = [] if opts.smoke else data_overrides(row.data, opts.cifar10_path)
+  overrides = [] if opts.smoke else data_overrides(row.data, opts.cifar10_path, opts.mit67_path,
+                                                    opts.vgg11_path)
   ref = lambda name: workdir_of(opts.root, opts.table, name, seed)
   for key, value in row.overrides:
     value = tables.resolve_refs(value, ref)
@@ -348,7 +366,8 @@ def results_markdown(table: tables.Table, results: Sequence[RowResult],
       "else the sum of its epoch times.",
   ]
   if smoke:
-    lines.append("- Data: scikit-learn digits (smoke), not the paper's dataset.")
+    lines.append("- Data: scikit-learn digits (smoke; MIT-67 rows: a generated miniature in "
+                 "MIT-67's format), not the paper's dataset.")
   else:
     cifar10 = "CIFAR-10 rows read TFDS `cifar10`"
     if cifar10_path not in ("", TFDS):
@@ -356,8 +375,9 @@ def results_markdown(table: tables.Table, results: Sequence[RowResult],
       if "cifar10-jpeg" in cifar10_path:
         cifar10 += (", a JPEG (quality 75) copy of CIFAR-10 whose errors run a few points above "
                     "the original files'")
-    lines.append(f"- Data: {cifar10}; CIFAR-100 and Fashion-MNIST rows read TFDS. The `data` "
-                 "column says what each finished run read.")
+    lines.append(f"- Data: {cifar10}; CIFAR-100 and Fashion-MNIST rows read TFDS; MIT-67 rows "
+                 "read the user's folder (`--mit67`). The `data` column says what each finished "
+                 "run read.")
   devices = sorted({d for r in results for d in r.devices})
   if devices:
     lines.append(f"- Devices of runs made by this tool: {', '.join(devices)}.")
@@ -526,6 +546,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--cifar10", default=os.environ.get(CIFAR10_ENV, ""), help="folder or zip of "
                  f"CIFAR-10 (split/class/*.jpg), or '{TFDS}' for TFDS cifar10; needed by CIFAR-10 "
                  f"rows (not with --smoke); default ${CIFAR10_ENV}")
+  p.add_argument("--mit67", default=os.environ.get(MIT67_ENV, ""), help="MIT-67 root "
+                 "(Images/<class>/*.jpg and the lists of `python -m lt_jax.data.mit67 ROOT`); needed "
+                 f"by MIT-67 rows (not with --smoke); default ${MIT67_ENV}")
+  p.add_argument("--vgg11", default=os.environ.get(VGG11_ENV, ""), help="ImageNet VGG-11 weights "
+                 "converted by `lt_jax.models.convert_torchvision --arch=vgg11_gap`; needed by MIT-67 "
+                 f"rows (not with --smoke); default ${VGG11_ENV}")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                  help="config override for every row, e.g. --set=train.epochs=1 (repeatable)")
   p.add_argument("--list", action="store_true", help="list the tables and their rows, then exit")
@@ -540,7 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   if not args.table:
     parser().error("give a TABLE; known: " + ", ".join(tables.TABLES))
-  opts = Options(args.workdir, args.table, args.smoke, args.cifar10, tuple(args.set))
+  opts = Options(args.workdir, args.table, args.smoke, args.cifar10, args.mit67, args.vgg11,
+                 tuple(args.set))
   command_line = shlex.join(["python", "-m", "experiments.reproduce",
                              *(sys.argv[1:] if argv is None else argv)])
   try:

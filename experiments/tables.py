@@ -8,7 +8,8 @@ a folder copy of CIFAR-10) and the keys of its published numbers in
 workdir with ``{workdir:ROW}`` in an override value (MFM Table 3: a frozen modulator learned by a
 source run); ``needs`` lists them.
 
-Rows marked ``optional`` (CIFAR-100, which needs the TFDS data; ResNet-34 FSA) run only when
+MIT-67 rows (MFM Table 4) read a user's MIT-67 folder and converted ImageNet VGG-11 weights
+(``experiments.reproduce --mit67=ROOT --vgg11=WEIGHTS``). Rows marked ``optional`` (CIFAR-100, which needs the TFDS data; ResNet-34 FSA) run only when
 ``--rows`` names them or says ``all``. Paper numbers are never written here, only their keys.
 """
 
@@ -22,7 +23,8 @@ from launch import sweep
 CIFAR10 = "cifar10"
 CIFAR100 = "cifar100"
 FASHION_MNIST = "fashion_mnist"
-DATA_KINDS = (CIFAR10, CIFAR100, FASHION_MNIST)
+MIT67 = "mit67"  # a user's MIT-67 folder and converted VGG-11 weights (no TFDS copy)
+DATA_KINDS = (CIFAR10, CIFAR100, FASHION_MNIST, MIT67)
 _WORKDIR_REF = re.compile(r"\{workdir:([^}]+)\}")
 
 
@@ -194,6 +196,26 @@ def mfm_table5() -> Table:
                "MFM Table 5 (appendix C)", tuple(rows), notes=(
                    "MFM rows use the development meta data (configs/mfm_cifar_dev.py); the paper "
                    "does not say which.",))
+
+
+def mfm_table4() -> Table:
+  """MFM Table 4 (MIT-67): the rows lt_jax has configs for (BaseModel, Ours, Ours with WH-layer);
+  the recipe is the paper's (MFM lines 204, 315; configs/large_scale.py DATASETS['mit67'])."""
+  rows = (
+      Row("ce", "BaseModel", "MIT-67", "configs/ce_mit67.py", (), MIT67, ("mfm/table4/BaseModel",)),
+      Row("mfm", "MFM (Ours)", "MIT-67", "configs/mfm_mit67.py", (), MIT67, ("mfm/table4/Ours",)),
+      Row("mfm_wh", "MFM (Ours, with WH-layer)", "MIT-67", "configs/mfm_mit67_wh.py", (), MIT67,
+          ("mfm/table4/Ours (with WH-layer)",)),
+  )
+  return Table("mfm_table4", "MFM Table 4: MIT-67 scene recognition, pretrained VGG-11, top-1 "
+               "error (%)", "MFM Table 4", rows, notes=(
+                   "Needs the user's MIT-67 (`--mit67=ROOT`: ROOT/Images/<class>/*.jpg with the "
+                   "60/40 split lists that `python -m lt_jax.data.mit67 ROOT` writes once) and "
+                   "ImageNet VGG-11 weights converted for `vgg11_gap` (`--vgg11=WEIGHTS`: `python -m "
+                   "lt_jax.models.convert_torchvision vgg11.pth WEIGHTS --arch=vgg11_gap`).",
+                   "The paper's split was never published: ours is seeded per class, so the "
+                   "numbers compare with the paper's only up to the split.",
+                   "Focal, CB, CoSen CNN, L2RW and MW-Net (rows 2-6) have no MIT-67 config here.",))
 
 
 _T6_SWEEP_LABELS = {  # launch.sweep row name of configs/mfm_fmnist.py -> Table 6 label
@@ -369,6 +391,7 @@ TABLES: dict[str, Callable[[], Table]] = {
     "mfm_table1": mfm_table1,
     "mfm_table2": mfm_table2,
     "mfm_table3": mfm_table3,
+    "mfm_table4": mfm_table4,
     "mfm_table5": mfm_table5,
     "mfm_table6": mfm_table6,
     "jamal_cifar10": jamal_cifar10,

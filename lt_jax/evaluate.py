@@ -6,7 +6,7 @@ Loads ``DIR/config.json`` and the latest checkpoint (or epoch ``N``; each replic
 ``replicas = R`` run; the phase-II network of a two-phase run, on its phase-I run's data and
 normalisation), evaluates it with the run's own evaluator (``train.memory_feed`` /
 ``train.stream_feed``) and writes ``DIR/evaluations/NAME.json``: the keys of ``summary.json``
-(top-1 / top-5 error, shot groups, per-class recall; ``final_*`` and ``best_*`` are the one
+(top-1 / top-3 / top-5 error, shot groups, per-class recall; ``final_*`` and ``best_*`` are the one
 checkpoint's figures) plus the checkpoint's epoch, the overrides and the test set's class counts.
 Overrides may change only the fields that choose the test images (``OVERRIDABLE``); the training
 set's class counts n_c (shot groups) and normalisation stay the run's. The checkpoints are

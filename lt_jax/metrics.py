@@ -1,4 +1,4 @@
-"""Evaluation metrics from test logits: top-k error, per-class recall, shot groups, confusion.
+"""Evaluation metrics from test logits: top-k error (k = 1, 3, 5; Jamal et al. report top-3), per-class recall, shot groups, confusion.
 
 Shot groups follow the long-tailed literature: many-shot classes have more than 100 training
 images, medium-shot 20 to 100, few-shot fewer than 20.
@@ -53,6 +53,7 @@ def evaluate(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray) -
   recall = per_class_recall(confusion)
   result = {
       "top1_error": top_k_error(logits, labels, 1),
+      "top3_error": top_k_error(logits, labels, 3),
       "top5_error": top_k_error(logits, labels, 5),
       "per_class_recall": [None if np.isnan(r) else float(r) for r in recall],
       "confusion": confusion,

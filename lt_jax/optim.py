@@ -3,8 +3,13 @@
 PyTorch SGD with weight decay adds wd * w to the gradient before momentum and applies the learning
 rate after it; ``optax.chain(add_decayed_weights(wd), sgd(lr, momentum, nesterov))`` does the same.
 Schedules are per epoch (the peers step them once per epoch), expressed as functions of the step.
+``optim.no_decay`` leaves the parameters whose path matches one of its patterns out of the weight
+decay (Cui et al.'s sigmoid / focal code: the last layer's bias).
 """
 
+import fnmatch
+
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -34,14 +39,39 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: in
   return schedule
 
 
-def sgd(lr: optax.ScalarOrSchedule, momentum: float, nesterov: bool, weight_decay: float):
-  """PyTorch-equivalent SGD: decoupled-order weight decay, then (Nesterov) momentum, then lr."""
+def param_path(path) -> str:
+  """``classifier/bias``: a parameter's key path joined by '/'."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def decay_mask(no_decay: tuple[str, ...]):
+  """params -> pytree of bools: False (no weight decay) where the path matches a ``no_decay``
+  fnmatch pattern (e.g. ``classifier/bias``); ValueError for a pattern that matches nothing."""
+  patterns = tuple(no_decay)
+
+  def mask(params):
+    paths = {p: param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+    for pattern in patterns:
+      if not any(fnmatch.fnmatchcase(path, pattern) for path in paths.values()):
+        raise ValueError(f"optim.no_decay pattern {pattern!r} matches no parameter; the "
+                         f"parameters are e.g. {sorted(paths.values())[-4:]}")
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: not any(fnmatch.fnmatchcase(paths[p], pat) for pat in patterns), params)
+
+  return mask
+
+
+def sgd(lr: optax.ScalarOrSchedule, momentum: float, nesterov: bool, weight_decay: float,
+        no_decay: tuple[str, ...] = ()):
+  """PyTorch-equivalent SGD: decoupled-order weight decay (not on ``no_decay``'s parameters), then
+  (Nesterov) momentum, then lr."""
   return optax.chain(
-      optax.add_decayed_weights(weight_decay),
+      optax.add_decayed_weights(weight_decay, mask=decay_mask(no_decay) if no_decay else None),
       optax.sgd(lr, momentum=momentum or None, nesterov=nesterov),
   )
 
 
 def make_optimizer(optim: ml_collections.ConfigDict, lr_fn: optax.Schedule):
   """The main network's optimiser from ``config.optim``."""
-  return sgd(lr_fn, optim.momentum, optim.nesterov, optim.weight_decay)
+  return sgd(lr_fn, optim.momentum, optim.nesterov, optim.weight_decay,
+             tuple(optim.get("no_decay", ())))

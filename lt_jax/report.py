@@ -10,7 +10,7 @@ from lt_jax import metric_writer
 from lt_jax import provenance
 
 SUMMARY_FILE = "summary.json"
-FIGURES = ("top1_error", "top5_error", "many_accuracy", "medium_accuracy", "few_accuracy")
+FIGURES = ("top1_error", "top3_error", "top5_error", "many_accuracy", "medium_accuracy", "few_accuracy")
 
 
 def replica_dirs(workdir: str, replicas: int) -> list[str]:
@@ -26,14 +26,15 @@ def replica(tree, r: int, replicas: int):
 
 
 def summarise(eval_records: list[dict]) -> dict:
-  """Final-epoch and best-epoch figures from the evaluation records."""
+  """Final-epoch and best-epoch figures from the evaluation records (a figure a record lacks, e.g.
+  top-3 in the records of a run started before it was added, is None)."""
   final = eval_records[-1]
   best = min(eval_records, key=lambda r: r["top1_error"])
   return {
       "final_epoch": final["epoch"],
-      **{f"final_{k}": final[k] for k in FIGURES},
+      **{f"final_{k}": final.get(k) for k in FIGURES},
       "best_epoch": best["epoch"],
-      **{f"best_{k}": best[k] for k in FIGURES},
+      **{f"best_{k}": best.get(k) for k in FIGURES},
       "final_per_class_recall": final["per_class_recall"],
   }
 

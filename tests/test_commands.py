@@ -61,7 +61,7 @@ def test_evaluate_equals_the_runs_final_eval_and_leaves_the_run_alone(workdir):
   assert path == os.path.join(workdir, "evaluations", "epoch2.json")
   assert json.load(open(path)) == result
   summary = json.load(open(os.path.join(workdir, "summary.json")))
-  for key in ("final_top1_error", "final_top5_error", "final_many_accuracy", "final_few_accuracy",
+  for key in ("final_top1_error", "final_top3_error", "final_top5_error", "final_many_accuracy", "final_few_accuracy",
               "final_per_class_recall", "final_epoch"):
     assert result[key] == summary[key], key
   assert result["checkpoint_epoch"] == 2 and result["overrides"] == {}

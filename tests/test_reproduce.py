@@ -18,6 +18,7 @@ from launch import sweep
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PAPERS = REPO.parent / "shared" / "papers"  # the papers' text; not part of the repository
 CIFAR10 = "/data/cifar10-jpeg.zip"  # any path: nothing here reads it
+MIT67, VGG11 = "/data/mit67", "/data/vgg11.msgpack"  # likewise
 # Cells the tables ask for that the Jamal et al. slides leave empty (MW-Net IF200) or write "-".
 PAPER_GIVES_NONE = {f"jamal/{dataset}/LDAM-DRW/IF{f}" for dataset in ("CIFAR-10-LT", "CIFAR-100-LT")
                     for f in (200, 50, 20, 1)} | {"jamal/CIFAR-10-LT/MW-Net/IF200"}
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarni
     ("mfm/table2/all three", 21.71, None, "error"),
     ("mfm/table3/F->C/IF200", 24.35, 1.37, "error"),
     ("mfm/table3/C (CE)/IF100", 26.90, 0.72, "error"),
+    ("mfm/table4/BaseModel", 28.54, None, "error"),
+    ("mfm/table4/Ours (with WH-layer)", 24.20, None, "error"),
     ("mfm/table5/MFM/T2 IF10", 9.62, None, "error"),
     ("mfm/table5/MW-Net/T1 IF50", 31.11, None, "error"),
     ("mfm/table6/FC1", 22.32, None, "error"),
@@ -173,6 +176,21 @@ def test_cifar10_rows_need_the_flag(tmp_path, monkeypatch, capsys):
   assert f"--config.dataset.path={CIFAR10}" in capsys.readouterr().out
 
 
+def test_mit67_rows_need_the_users_folder_and_weights(tmp_path, monkeypatch, capsys):
+  for env in (reproduce.MIT67_ENV, reproduce.VGG11_ENV):
+    monkeypatch.delenv(env, raising=False)
+  assert [r.config for r in tables.get_table("mfm_table4").rows] == [
+      "configs/ce_mit67.py", "configs/mfm_mit67.py", "configs/mfm_mit67_wh.py"]
+  assert reproduce.main(["mfm_table4", "--dry_run", f"--workdir={tmp_path}", f"--mit67={MIT67}"]) == 2
+  err = capsys.readouterr().err
+  assert "MIT-67 rows need" in err and "--vgg11=WEIGHTS" in err and "lt_jax.data.mit67" in err
+  assert reproduce.main(["mfm_table4", "--dry_run", f"--workdir={tmp_path}", "--rows=mfm_wh",
+                         f"--mit67={MIT67}", f"--vgg11={VGG11}"]) == 0
+  out = capsys.readouterr().out
+  assert f"--config.dataset.path={MIT67}" in out and f"--config.model.init_checkpoint={VGG11}" in out
+  assert "--config=configs/mfm_mit67_wh.py" in out
+
+
 def test_smoke_commands_keep_digits_and_cap_imbalance(tmp_path):
   table = tables.get_table("mfm_table3")
   row = next(r for r in table.rows if r.name == "c-from-f-if100")
@@ -193,12 +211,18 @@ def test_smoke_commands_keep_digits_and_cap_imbalance(tmp_path):
 def test_every_row_parses_at_smoke_and_full_scale(tmp_path, name):
   table = tables.get_table(name)
   for smoke in (False, True):
-    opts = reproduce.Options(str(tmp_path), name, smoke=smoke, cifar10_path=CIFAR10)
+    opts = reproduce.Options(str(tmp_path), name, smoke=smoke, cifar10_path=CIFAR10,
+                             mit67_path=MIT67, vgg11_path=VGG11)
     for row in table.rows:
       if not reproduce.config_missing(row):
         config = reproduce.parse_config(reproduce.trainer_args(row, 0, opts))
-        assert config.dataset.source == ("digits" if smoke else
-                                         {"cifar10": "folder"}.get(row.data, "tfds")), row.name
+        if row.data == tables.MIT67:  # the MIT-67 format at both scales (smoke: a miniature)
+          assert config.dataset.source == "split_file" and config.model.name == "vgg11_gap", row.name
+          assert config.model.init_checkpoint == ("" if smoke else VGG11), row.name
+          assert smoke or config.dataset.path == MIT67, row.name
+        else:
+          assert config.dataset.source == ("digits" if smoke else
+                                           {"cifar10": "folder"}.get(row.data, "tfds")), row.name
         for key, value in row.overrides:
           value = tables.resolve_refs(value, lambda n: f"{tmp_path}/{name}/{n}/seed0")
           if key != "dataset.imbalance" or not smoke:

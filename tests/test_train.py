@@ -114,6 +114,34 @@ def test_learning_rate_schedule_matches_ldam_recipe():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_no_decay_leaves_cui_focals_classifier_bias_out_of_the_weight_decay():
+  """One SGD step on zero gradients is -lr * wd * w: zero for the masked classifier bias only."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from configs import cui_focal_cifar  # pylint: disable=g-import-not-at-top
+  from lt_jax import optim
+  config = cui_focal_cifar.get_config()
+  lr, wd = 0.1, config.optim.weight_decay
+  params = {"classifier": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), 2.0)},
+            "block1": {"bias": jnp.full((2,), 2.0)}}  # a bias elsewhere stays decayed
+  zeros = {k: {n: jnp.zeros_like(v) for n, v in layer.items()} for k, layer in params.items()}
+
+  def step(optim_config):
+    tx = optim.make_optimizer(optim_config, lambda _: lr)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    return updates
+
+  masked = step(config.optim)
+  np.testing.assert_array_equal(masked["classifier"]["bias"], 0.0)
+  np.testing.assert_allclose(masked["classifier"]["kernel"], -lr * wd * 2.0, rtol=1e-6)
+  np.testing.assert_allclose(masked["block1"]["bias"], -lr * wd * 2.0, rtol=1e-6)
+  assert ce_cifar.get_config().optim.no_decay == ()
+  np.testing.assert_allclose(step(ce_cifar.get_config().optim)["classifier"]["bias"],
+                             -lr * ce_cifar.get_config().optim.weight_decay * 2.0, rtol=1e-6)
+  config.optim.no_decay = ("classifer/bias",)
+  with pytest.raises(ValueError, match=r"optim.no_decay pattern 'classifer/bias' matches no parameter"):
+    step(config.optim)
+
+
 def test_init_checkpoint_loads_all_but_the_classifier(tmp_path):
   """model.init_checkpoint copies converted weights into w; the classifier keeps its fresh init."""
   from conftest import context, tiny_config  # pylint: disable=g-import-not-at-top
