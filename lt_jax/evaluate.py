@@ -4,10 +4,10 @@
 
 Loads ``DIR/config.json`` and the latest checkpoint (or epoch ``N``; each replica of a
 ``replicas = R`` run; the phase-II network of a two-phase run, on its phase-I run's data and
-normalisation), evaluates it with the run's own evaluator (``train.memory_feed`` /
-``train.stream_feed``) and writes ``DIR/evaluations/NAME.json``: the keys of ``summary.json``
-(top-1 / top-3 / top-5 error, shot groups, per-class recall; ``final_*`` and ``best_*`` are the one
-checkpoint's figures) plus the checkpoint's epoch, the overrides and the test set's class counts.
+normalisation), evaluates it with the run's own evaluator (``train.evaluator``) and writes
+``DIR/evaluations/NAME.json``: the keys of ``summary.json`` (top-1 / top-3 / top-5 error, shot
+groups, per-class recall; ``final_*`` and ``best_*`` are the one checkpoint's figures) plus the
+checkpoint's epoch, the overrides and the test set's class counts.
 Overrides may change only the fields that choose the test images (``OVERRIDABLE``); the training
 set's class counts n_c (shot groups) and normalisation stay the run's. The checkpoints are
 opened read-only and nothing else of the run is written.
@@ -184,8 +184,7 @@ def evaluate(workdir: str, *, epoch: int | None = None, overrides: dict | None =
     labels = use_test_set(run, test_config)
   else:
     labels = run.data.test.labels if run.data is not None else run.streamed.test.labels
-  _, evaluate_fn = (train.stream_feed if run.streamed is not None else train.memory_feed)(run)
-  results = evaluate_fn(run.state)
+  results = train.evaluator(run)(run.state)
   summaries = [report.summarise([{**{k: v for k, v in r.items() if k != "confusion"},
                                   "epoch": loaded.epoch}]) for r in results]
   result = summaries[0] if len(summaries) == 1 else report.aggregate(summaries)

@@ -70,13 +70,7 @@ def stop_on_signals():
 
 def stop_requested_in_epoch() -> bool:
   """Whether a stop signal arrived (single-process runs; a multi-host run stops between epochs)."""
-  return jax.process_count() == 1 and bool(_received)
-
-
-def _stop_requested(done: int) -> bool:
-  if jax.process_count() > 1:
-    return multihost_utils.reached_preemption_sync_point(done)
-  return bool(_received)
+  return bool(_received)  # only stop_on_signals adds to it, and only in single-process runs
 
 
 def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: Callable,
@@ -122,7 +116,8 @@ def run_epochs(state, *, workdir: str, mngr, start: int, end: int, train_epoch: 
       if bar.disable and jax.process_index() == 0:
         logging.info("%s %d/%d: %s", unit, done, end,
                      ", ".join(f"{k} {v}" for k, v in postfix.items()))
-      stop = _stop_requested(done) and done < end
+      stop = (multihost_utils.reached_preemption_sync_point(done) if jax.process_count() > 1
+              else stop_requested_in_epoch()) and done < end
       if done % checkpoint_every == 0 or done == end or stop:
         checkpointing.save(mngr, state, done, loaders)
       if stop:

@@ -55,7 +55,7 @@ def aggregate(summaries: list[dict]) -> dict:
 
 
 def finish(workdir: str, *, replicas: int, epochs: int, class_names, class_counts, plots: bool,
-           extra: list[dict] | None = None, note: str = "") -> dict:
+           extra: list[dict], note: str = "") -> dict:
   """Writes ``summary.json`` (each replica's too), then the plots, prints the report; returns it.
 
   The summary is rebuilt from ``metrics.jsonl`` (the last record per epoch), so a resumed run's
@@ -63,7 +63,6 @@ def finish(workdir: str, *, replicas: int, epochs: int, class_names, class_count
   """
   folders = replica_dirs(workdir, replicas)
   evals = [metric_writer.read_records(folder, "eval", max_epoch=epochs) for folder in folders]
-  extra = extra or [{}] * replicas
   summaries = [{**summarise(records), **extra[r]} for r, records in enumerate(evals)]
   summary = summaries[0] if replicas == 1 else aggregate(summaries)
   summary[provenance.KEY] = provenance.record()

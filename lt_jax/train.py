@@ -196,16 +196,16 @@ def setup(config: ml_collections.ConfigDict, workdir: str, read_only: bool = Fal
   loaders = None
   if source is not None:
     parallel.per_device(config.train.eval_batch_size, mesh.size, "train.eval_batch_size")
-  if source is not None and not read_only:  # a run only read (phase I, evaluate) draws no batches
-    loaders = {"train": grain_loader.make_train_loader(config, source.splits.train)}
-    if meta_batch:
-      loaders["meta"] = grain_loader.make_train_loader(config, source.meta, seed_offset=1,
-                                                      batch_size=meta_batch)
+    if not read_only:  # a run only read (phase I, evaluate) draws no batches
+      loaders = {"train": grain_loader.make_train_loader(config, source.splits.train)}
+      if meta_batch:
+        loaders["meta"] = grain_loader.make_train_loader(config, source.meta, seed_offset=1,
+                                                        batch_size=meta_batch)
   state = parallel.replicate(init_replicas(config, ctx, method, input_shape), mesh)
   mngr = checkpointing.manager(workdir, config.train.keep_checkpoints, read_only)
   state, start_epoch = checkpointing.restore_latest(mngr, state, loaders)
   in_epoch = None
-  if loaders and not read_only:  # a streamed epoch stopped by a signal between steps
+  if loaders:  # a streamed epoch stopped by a signal between steps
     found = checkpointing.restore_in_epoch(mngr, state, loaders, start_epoch * ctx.steps_per_epoch)
     if found:
       state, in_epoch = found
@@ -241,7 +241,7 @@ def step_progress(run: Run) -> progress_lib.StepProgress:
 
 
 def memory_feed(run: Run):
-  """(train_epoch, evaluate) of the in-memory feed: the scanned epoch and the sharded test set."""
+  """train_epoch(state, epoch) of the in-memory feed: the scanned epoch."""
   data, ctx, mesh, replicas = run.data, run.ctx, run.mesh, run.config.replicas
   arrays = {"train_images": data.train.images, "train_labels": data.train.labels}
   if run.meta_batch:
@@ -257,14 +257,13 @@ def memory_feed(run: Run):
         on_call=lambda done, m: progress.update(epoch * ctx.steps_per_epoch + done, m.get("loss")))
     return state, [{**m, "compiles": steps_fn._cache_size()} for m in loop.per_replica(metrics, replicas)]
 
-  return train_epoch, evaluator(run)
+  return train_epoch
 
 
 def stream_feed(run: Run):
-  """(train_epoch, evaluate) of the streamed feed: per-step calls on decoded batches, one eval pass."""
-  config, ctx, mesh, loaders = run.config, run.ctx, run.mesh, run.loaders
+  """train_epoch(state, epoch) of the streamed feed: per-step calls on decoded batches."""
+  ctx, mesh, loaders = run.ctx, run.mesh, run.loaders
   step_fn = programs.make_step_fn(ctx, run.method, mesh, mean=run.mean, std=run.std)
-
   progress = step_progress(run)
 
   def train_epoch(state, epoch):
@@ -289,9 +288,9 @@ def stream_feed(run: Run):
     metrics = {k: v / ctx.steps_per_epoch for k, v in loop.per_replica(totals, 1)[0].items()}
     seconds = time.time() - started
     return state, [{**metrics, "compiles": step_fn._cache_size(),
-                    "images_per_second": ctx.steps_per_epoch * config.train.batch_size / seconds}]
+                    "images_per_second": ctx.steps_per_epoch * run.config.train.batch_size / seconds}]
 
-  return train_epoch, evaluator(run)
+  return train_epoch
 
 
 def predictions(run: Run, split: str = "test"):
@@ -327,7 +326,7 @@ def predictions(run: Run, split: str = "test"):
 
 
 def evaluator(run: Run):
-  """evaluate(state) -> [test metrics per replica] of the run's feed."""
+  """evaluate(state) -> [test metrics per replica]: the sharded test set, or one streamed pass."""
   predict, replicas = predictions(run, "test"), run.config.replicas
 
   def evaluate(state):
@@ -353,10 +352,10 @@ def fit(run: Run, workdir: str) -> dict:
                run.ctx.steps_per_epoch, run.mesh.size, replicas,
                f"; resumed at step {run.in_epoch['steps_done']} of epoch {run.start_epoch + 1}"
                if run.in_epoch else f"; resumed at epoch {run.start_epoch}" if run.start_epoch else "")
-  train_epoch, evaluate = (stream_feed if run.streamed is not None else memory_feed)(run)
+  train_epoch = (stream_feed if run.streamed is not None else memory_feed)(run)
   run.state = loop.run_epochs(
       run.state, workdir=workdir, mngr=run.mngr, start=run.start_epoch, end=config.train.epochs,
-      train_epoch=train_epoch, evaluate=evaluate, eval_every=config.train.eval_every_epochs,
+      train_epoch=train_epoch, evaluate=evaluator(run), eval_every=config.train.eval_every_epochs,
       checkpoint_every=config.train.checkpoint_every_epochs, replicas=replicas, loaders=run.loaders)
   run.start_epoch = config.train.epochs
   states = [report.replica(run.state, r, replicas) for r in range(replicas)]

@@ -127,10 +127,9 @@ def frozen_net(run: train.Run, workdir: str) -> heads.FrozenNet:
 def memory_rounds(run: train.Run, net: heads.FrozenNet, head: heads.Head, tx, length: int):
   """round(state) of the in-memory feed: ``length`` steps in one jitted scan, images on device."""
   images = jax.device_put(run.data.train.images)
-  steps_fn = jax.jit(functools.partial(
+  return jax.jit(functools.partial(
       programs.head_steps, head=head, tx=tx, length=length,
       images=lambda key, ids: heads.augmented_images(key, images, ids, net, head.augment)))
-  return steps_fn
 
 
 def stream_rounds(run: train.Run, net: heads.FrozenNet, head: heads.Head, tx, length: int):
@@ -186,10 +185,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = parallel.replicate(state, p1_run.mesh)  # the loaded arrays' shardings: one compile
   mngr = checkpointing.manager(workdir, config.train.keep_checkpoints)
   state, done_rounds = checkpointing.restore_latest(mngr, state)
-  feed_round = None
-  if length:
-    feed_round = (stream_rounds if p1_run.streamed is not None else memory_rounds)(
-        p1_run, net, head, tx, length)
+  feed_round = (stream_rounds if p1_run.streamed is not None else memory_rounds)(
+      p1_run, net, head, tx, length) if length else None
 
   def train_round(state, round_):
     del round_
