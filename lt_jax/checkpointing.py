@@ -174,14 +174,20 @@ def loader_state_path(workdir: str, name: str, epoch: int, process: int | None =
   return files.join(workdir, LOADER_DIR, f"process{process}_{name}_epoch{epoch}.bin")
 
 
-def prune_loader_states(workdir: str, keep_epochs) -> None:
-  """Deletes this host's loader states of epochs whose checkpoint orbax has dropped."""
-  folder = files.join(workdir, LOADER_DIR)
-  pattern = re.compile(rf"process{jax.process_index()}_\w+?_epoch(\d+)\.bin$")
+def _remove_positions(workdir: str, kind: str, keep) -> None:
+  """Deletes this host's ``loader_state/process{i}_{kind}`` files whose number is not in ``keep``
+  (``kind``: a regular expression with one group, the epoch or global step)."""
+  folder, keep = files.join(workdir, LOADER_DIR), set(keep)
+  pattern = re.compile(rf"process{jax.process_index()}_{kind}$")
   for name in files.listdir(folder):
     match = pattern.match(name)
-    if match and int(match.group(1)) not in set(keep_epochs):
+    if match and int(match.group(1)) not in keep:
       files.remove(files.join(folder, name))
+
+
+def prune_loader_states(workdir: str, keep_epochs) -> None:
+  """Deletes this host's loader states of epochs whose checkpoint orbax has dropped."""
+  _remove_positions(workdir, r"\w+?_epoch(\d+)\.bin", keep_epochs)
 
 
 def _in_epoch_manager(workdir: str) -> ocp.CheckpointManager:
@@ -198,12 +204,7 @@ def clear_in_epoch(workdir: str, keep: int | None = None) -> None:
     for step in in_epoch.all_steps():
       if step != keep:
         in_epoch.delete(step)
-  pattern = re.compile(rf"process{jax.process_index()}_in_epoch_step(\d+)\.json$")
-  folder = files.join(workdir, LOADER_DIR)
-  for name in files.listdir(folder):
-    match = pattern.match(name)
-    if match and int(match.group(1)) != keep:
-      files.remove(files.join(folder, name))
+  _remove_positions(workdir, r"in_epoch_step(\d+)\.json", () if keep is None else (keep,))
 
 
 def _in_epoch_path(workdir: str, step: int) -> str:
