@@ -39,24 +39,20 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: in
   return schedule
 
 
-def param_path(path) -> str:
-  """``classifier/bias``: a parameter's key path joined by '/'."""
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
 def decay_mask(no_decay: tuple[str, ...]):
-  """params -> pytree of bools: False (no weight decay) where the path matches a ``no_decay``
-  fnmatch pattern (e.g. ``classifier/bias``); ValueError for a pattern that matches nothing."""
+  """params -> pytree of bools: False (no weight decay) where the parameter's path (``classifier/
+  bias``) matches a ``no_decay`` fnmatch pattern; ValueError for a pattern that matches nothing."""
   patterns = tuple(no_decay)
 
   def mask(params):
-    paths = {p: param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+    paths = jax.tree.map_with_path(
+        lambda p, _: jax.tree_util.keystr(p, simple=True, separator="/"), params)
     for pattern in patterns:
-      if not any(fnmatch.fnmatchcase(path, pattern) for path in paths.values()):
+      if not any(fnmatch.fnmatchcase(path, pattern) for path in jax.tree.leaves(paths)):
         raise ValueError(f"optim.no_decay pattern {pattern!r} matches no parameter; the "
-                         f"parameters are e.g. {sorted(paths.values())[-4:]}")
-    return jax.tree_util.tree_map_with_path(
-        lambda p, _: not any(fnmatch.fnmatchcase(paths[p], pat) for pat in patterns), params)
+                         f"parameters are e.g. {sorted(jax.tree.leaves(paths))[-4:]}")
+    return jax.tree.map(lambda path: not any(fnmatch.fnmatchcase(path, pat) for pat in patterns),
+                        paths)
 
   return mask
 
